@@ -26,7 +26,7 @@ MAX_PROMPT_CHARS = 100_000
 
 def snap_size(value: int) -> int:
     """Round a width or height to the nearest allowed multiple of 8 within bounds."""
-    snapped = int(round(value / 8.0)) * 8
+    snapped = round(value / 8.0) * 8
     return max(MIN_SIZE, min(MAX_SIZE, snapped))
 
 
@@ -123,7 +123,8 @@ class GenerationRequest:
             value = getattr(self, name)
             if not MIN_SIZE <= value <= MAX_SIZE:
                 raise RequestError(
-                    f"{_label(name)} must be between {MIN_SIZE} and {MAX_SIZE} pixels (got {value})."
+                    f"{_label(name)} must be between {MIN_SIZE} and {MAX_SIZE} pixels "
+                    f"(got {value})."
                 )
             if value % 8:
                 raise RequestError(
