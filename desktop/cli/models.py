@@ -14,10 +14,9 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from desktop.engine.model_folders import configured_model_folders
     from desktop.engine.models import scan
 
-    models = scan(configured_model_folders())
+    models = scan()
     if args.json:
         rows = [
             {

@@ -35,6 +35,20 @@ from desktop.engine.samplers import SAMPLERS, make_scheduler
 VAE_SUFFIXES = (".safetensors", ".pt", ".ckpt")
 
 
+def _quiet_libraries() -> None:
+    """Library progress bars and chatter go to the terminal, not to the user; the engine
+    reports progress and warnings (e.g. prompt truncation) itself."""
+    import diffusers.utils.logging as diffusers_logging
+    import transformers.utils.logging as transformers_logging
+
+    for module in (diffusers_logging, transformers_logging):
+        module.set_verbosity_error()
+        module.disable_progress_bar()
+
+
+_quiet_libraries()
+
+
 @dataclass(frozen=True)
 class GeneratedImage:
     """One finished image and the single-image request that reproduces it."""

@@ -278,6 +278,14 @@ def default_model_folders() -> list[Path]:
     return [paths.BUNDLED_MODELS, paths.user_models_dir()]
 
 
+def configured_model_folders() -> list[Path]:
+    """Default folders plus the user's extra sources from settings (ComfyUI, A1111, ...)."""
+    from desktop.engine.model_folders import checkpoint_folders
+    from desktop.engine.settings import load_settings
+
+    return default_model_folders() + checkpoint_folders(load_settings().extra_model_folders)
+
+
 def _checkpoint_dirs(root: Path) -> list[Path]:
     """Where checkpoints live under a models root (ours, ComfyUI's and AUTOMATIC1111's)."""
     candidates = [root / "checkpoints", root / "Stable-diffusion", root / "diffusers", root]
@@ -288,12 +296,13 @@ def scan(folders: Iterable[Path] | None = None, include_builtin: bool = True) ->
     """Discover models in ``folders`` (defaults to ``default_model_folders()``).
 
     Each folder may be a models root (with ``checkpoints/``) or a folder of checkpoints.
+    Without ``folders``, the defaults plus the extra sources in the user's settings.
     Results are sorted: the built-in model first, then by name. Never raises.
     """
     found: dict[Path, ModelInfo] = {}
     if include_builtin and (paths.BUILTIN_MODEL / "model_index.json").is_file():
         found[paths.BUILTIN_MODEL.resolve()] = inspect_folder(paths.BUILTIN_MODEL)
-    roots = list(folders) if folders is not None else default_model_folders()
+    roots = list(folders) if folders is not None else configured_model_folders()
     for root in roots:
         for folder in _checkpoint_dirs(Path(root).expanduser()):
             for entry in _entries(folder):
