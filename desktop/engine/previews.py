@@ -68,7 +68,7 @@ def _channel_preview(latent: torch.Tensor) -> Image.Image:
 
 
 def _to_image(array: np.ndarray) -> Image.Image:
-    return Image.fromarray(np.nan_to_num(array).clip(0, 255).astype(np.uint8), "RGB")
+    return Image.fromarray(np.rint(np.nan_to_num(array)).clip(0, 255).astype(np.uint8), "RGB")
 
 
 class TaesdPreviewer:
