@@ -129,7 +129,7 @@ def classify_keys(shapes: dict[str, list[int]]) -> tuple[str, str]:
     return family, ""
 
 
-def _sidecar(path: Path) -> dict:
+def read_sidecar(path: Path) -> dict:
     """Per-model settings kept next to a checkpoint: ``<file>.sandstorm.json``."""
     side = path.with_name(path.name + ".sandstorm.json")
     try:
@@ -194,7 +194,7 @@ def inspect_file(path: Path) -> ModelInfo:
 
 
 def _with_settings(info: ModelInfo, path: Path) -> ModelInfo:
-    settings = _sidecar(path)
+    settings = read_sidecar(path)
     pred = settings.get("prediction_type")
     if pred in ("epsilon", "v_prediction"):
         from dataclasses import replace

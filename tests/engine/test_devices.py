@@ -1,0 +1,114 @@
+"""Device and precision selection."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from desktop.engine import devices, paths
+from desktop.engine.errors import RequestError, SandstormError
+
+
+@pytest.fixture
+def cpu_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pretend this computer has neither CUDA nor an Apple GPU, whatever it really has."""
+    monkeypatch.setattr(devices, "_cuda_available", lambda: False)
+    monkeypatch.setattr(devices, "_mps_available", lambda: False)
+
+
+@pytest.fixture
+def one_cuda_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(devices, "_cuda_available", lambda: True)
+    monkeypatch.setattr(devices, "_mps_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+
+
+@pytest.mark.skipif(
+    torch.cuda.is_available() or torch.backends.mps.is_available(),
+    reason="checks the real fallback of a computer without a GPU",
+)
+def test_auto_on_this_cpu_machine_is_cpu_fp32() -> None:
+    device = devices.resolve_device("auto")
+    assert device == "cpu"
+    assert devices.default_dtype(device) == torch.float32
+
+
+def test_auto_prefers_cuda_then_mps_then_cpu(monkeypatch: pytest.MonkeyPatch, cpu_only) -> None:
+    assert devices.resolve_device() == "cpu"
+    monkeypatch.setattr(devices, "_mps_available", lambda: True)
+    assert devices.resolve_device("auto") == "mps"
+    monkeypatch.setattr(devices, "_cuda_available", lambda: True)
+    assert devices.resolve_device("AUTO") == "cuda"
+
+
+def test_explicit_cuda_without_gpu_is_a_clear_error(cpu_only) -> None:
+    with pytest.raises(RequestError, match="No CUDA GPU is available"):
+        devices.resolve_device("cuda")
+    with pytest.raises(SandstormError, match="use cpu or auto"):
+        devices.resolve_device("cuda:0")
+
+
+def test_explicit_mps_without_apple_gpu_is_a_clear_error(cpu_only) -> None:
+    with pytest.raises(RequestError, match=r"mps\) is not available"):
+        devices.resolve_device("mps")
+
+
+def test_cuda_index_must_exist(one_cuda_gpu) -> None:
+    assert devices.resolve_device("cuda") == "cuda"
+    assert devices.resolve_device("cuda:0") == "cuda:0"
+    with pytest.raises(RequestError, match="has 1 CUDA GPU"):
+        devices.resolve_device("cuda:3")
+
+
+@pytest.mark.parametrize("name", ["gpu", "cuda:x", "tpu", "cpu:0"])
+def test_unknown_device_names_are_rejected(name: str, cpu_only) -> None:
+    with pytest.raises(RequestError, match="Unknown device"):
+        devices.resolve_device(name)
+
+
+def test_cpu_is_always_available(cpu_only) -> None:
+    assert devices.resolve_device(" CPU ") == "cpu"
+
+
+@pytest.mark.parametrize(
+    ("device", "expected"),
+    [
+        ("cpu", torch.float32),
+        ("cuda", torch.float16),
+        ("cuda:1", torch.float16),
+        ("mps", torch.float16),
+    ],
+)
+def test_default_dtype_per_device(device: str, expected: torch.dtype) -> None:
+    assert devices.default_dtype(device) == expected
+    assert devices.default_dtype(device, "auto") == expected
+
+
+@pytest.mark.parametrize(
+    ("choice", "expected"),
+    [("fp16", torch.float16), ("bf16", torch.bfloat16), ("fp32", torch.float32)],
+)
+def test_dtype_override(choice: str, expected: torch.dtype) -> None:
+    assert devices.default_dtype("cuda", choice) == expected
+    assert devices.dtype_name(expected) == choice
+
+
+def test_unknown_dtype_is_rejected() -> None:
+    with pytest.raises(RequestError, match="Unknown precision 'fp8'"):
+        devices.default_dtype("cpu", "fp8")
+
+
+def test_importing_devices_does_not_import_torch() -> None:
+    code = "import sys, desktop.engine.devices; print('torch' in sys.modules)"
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+        cwd=paths.PROJECT_ROOT,
+    )
+    assert out.stdout.strip() == "False"
