@@ -42,7 +42,11 @@ def run_cli(argv: list[str]) -> int:
     if not args.command:
         parser.print_help()
         return 2
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except BrokenPipeError:  # output piped into `head` and closed early: not an error
+        sys.stderr.close()
+        return 0
 
 
 def fail(message: str) -> int:

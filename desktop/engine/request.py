@@ -74,6 +74,8 @@ class GenerationRequest:
                 raise RequestError(f"{_label(name)} must be a number, not {value!r}.")
             if value != value:  # NaN
                 raise RequestError(f"{_label(name)} must be a number, not NaN.")
+            if abs(value) > 1e300:  # also keeps huge ints from overflowing float formatting
+                raise RequestError(f"{_label(name)} is far out of range.")
 
     def _check_text(self) -> None:
         for name in ("prompt", "negative_prompt", "model", "vae", "sampler", "schedule"):
