@@ -75,7 +75,9 @@ def build_vocab(merges: list[str]) -> dict[str, int]:
 def write_tokenizer(folder: Path, vocab: dict[str, int], merges: list[str], pad: str) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
-    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
+    (folder / "merges.txt").write_text(
+        "#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8"
+    )
     special = {"bos_token": BOS, "eos_token": EOS, "unk_token": EOS, "pad_token": pad}
     config = {
         **special,
@@ -97,7 +99,9 @@ def fetch_wheel(dest: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--bpe", type=Path, help="bpe_simple_vocab_16e6.txt.gz or an open-clip wheel")
+    parser.add_argument(
+        "--bpe", type=Path, help="bpe_simple_vocab_16e6.txt.gz or an open-clip wheel"
+    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         source = args.bpe or fetch_wheel(Path(tmp))
