@@ -1,0 +1,204 @@
+"""Model folders of ComfyUI / AUTOMATIC1111 installs and ComfyUI's extra_model_paths.yaml."""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+import pytest
+
+from desktop.engine import model_folders, models
+from desktop.engine.errors import ModelError
+
+
+def _mkdirs(root: Path, *relative: str) -> None:
+    for rel in relative:
+        (root / rel).mkdir(parents=True, exist_ok=True)
+
+
+def _fake_sd1_checkpoint(path: Path) -> None:
+    """A header-only SD1 .safetensors: scan() classifies it without reading tensors."""
+    header = {
+        "model.diffusion_model.input_blocks.0.0.weight": {
+            "dtype": "F16",
+            "shape": [320, 4, 3, 3],
+            "data_offsets": [0, 0],
+        },
+        "cond_stage_model.transformer.text_model.embeddings.position_ids": {
+            "dtype": "I64",
+            "shape": [1, 77],
+            "data_offsets": [0, 0],
+        },
+    }
+    blob = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(blob)) + blob)
+
+
+COMFY_YAML = """\
+# A trimmed copy of ComfyUI's example file.
+a111:
+    base_path: {a1111}
+    checkpoints: models/Stable-diffusion
+    configs: models/Stable-diffusion
+    vae: models/VAE
+    loras: |
+         models/Lora
+         models/LyCORIS
+    upscale_models: |
+                  models/ESRGAN
+    embeddings: embeddings
+
+comfyui:
+     base_path: relative-comfy/
+     is_default: true
+     checkpoints: models/checkpoints/
+     diffusers: models/diffusers
+     vae: models/vae/
+     loras: models/loras/
+
+no_base:
+    checkpoints: {absolute}
+"""
+
+
+def test_extra_model_paths_reads_sections_multiline_values_and_relative_base(tmp_path: Path):
+    a1111 = tmp_path / "webui"
+    absolute = tmp_path / "elsewhere" / "ckpts"
+    yaml_file = tmp_path / "comfy" / "extra_model_paths.yaml"
+    yaml_file.parent.mkdir()
+    yaml_file.write_text(COMFY_YAML.format(a1111=a1111, absolute=absolute), encoding="utf-8")
+
+    kinds = model_folders.read_extra_model_paths(yaml_file)
+
+    relative_base = yaml_file.parent / "relative-comfy"
+    assert kinds["checkpoints"] == [
+        a1111 / "models/Stable-diffusion",
+        relative_base / "models/checkpoints",
+        relative_base / "models/diffusers",
+        absolute,
+    ]
+    assert kinds["vae"] == [a1111 / "models/VAE", relative_base / "models/vae"]
+    assert kinds["loras"] == [
+        a1111 / "models/Lora",
+        a1111 / "models/LyCORIS",
+        relative_base / "models/loras",
+    ]
+
+
+def test_extra_model_paths_expands_home_and_environment(tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("MY_MODELS", str(tmp_path / "env-models"))
+    yaml_file = tmp_path / "extra_model_paths.yaml"
+    yaml_file.write_text("s:\n  base_path: $MY_MODELS\n  checkpoints: sd\n", encoding="utf-8")
+    assert model_folders.read_extra_model_paths(yaml_file)["checkpoints"] == [
+        tmp_path / "env-models" / "sd"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [("a: [unclosed", "not valid YAML"), ("- just\n- a list\n", "no named sections")],
+)
+def test_extra_model_paths_rejects_bad_files_with_a_clear_message(
+    tmp_path: Path, content: str, message: str
+):
+    yaml_file = tmp_path / "extra_model_paths.yaml"
+    yaml_file.write_text(content, encoding="utf-8")
+    with pytest.raises(ModelError, match=message):
+        model_folders.read_extra_model_paths(yaml_file)
+
+
+def test_yaml_source_keeps_only_existing_folders(tmp_path: Path):
+    _mkdirs(tmp_path, "webui/models/Stable-diffusion", "webui/models/Lora")
+    yaml_file = tmp_path / "extra_model_paths.yaml"
+    yaml_file.write_text(
+        COMFY_YAML.format(a1111=tmp_path / "webui", absolute=tmp_path / "missing"),
+        encoding="utf-8",
+    )
+    described = model_folders.describe_source(yaml_file)
+    assert described.layout == "extra_model_paths"
+    assert described.checkpoints == (tmp_path / "webui/models/Stable-diffusion",)
+    assert described.vae == ()
+    assert described.loras == (tmp_path / "webui/models/Lora",)
+
+
+def test_comfyui_install_with_its_own_extra_paths_file(tmp_path: Path):
+    comfy = tmp_path / "ComfyUI"
+    _mkdirs(comfy, "models/checkpoints", "models/vae", "models/loras", "comfy")
+    _mkdirs(tmp_path, "nas/sd")
+    (comfy / "extra_model_paths.yaml").write_text(
+        f"nas:\n  base_path: {tmp_path / 'nas'}\n  checkpoints: sd\n", encoding="utf-8"
+    )
+    described = model_folders.describe_source(comfy)
+    assert described.layout == "comfyui"
+    assert described.checkpoints == (comfy / "models/checkpoints", tmp_path / "nas/sd")
+    assert described.vae == (comfy / "models/vae",)
+    assert described.loras == (comfy / "models/loras",)
+
+
+def test_a1111_install_layout(tmp_path: Path):
+    webui = tmp_path / "stable-diffusion-webui"
+    _mkdirs(webui, "models/Stable-diffusion", "models/VAE", "models/Lora", "models/LyCORIS")
+    described = model_folders.describe_source(webui)
+    assert described.layout == "a1111"
+    assert described.checkpoints == (webui / "models/Stable-diffusion",)
+    assert described.vae == (webui / "models/VAE",)
+    assert described.loras == (webui / "models/Lora", webui / "models/LyCORIS")
+
+
+def test_models_root_and_plain_folder(tmp_path: Path):
+    _mkdirs(tmp_path, "a1111-models/Stable-diffusion", "a1111-models/VAE", "plain")
+    root = model_folders.describe_source(tmp_path / "a1111-models")
+    assert root.checkpoints == (tmp_path / "a1111-models/Stable-diffusion",)
+    assert root.vae == (tmp_path / "a1111-models/VAE",)
+    plain = model_folders.describe_source(tmp_path / "plain")
+    assert (plain.layout, plain.checkpoints, plain.loras) == ("folder", (tmp_path / "plain",), ())
+
+
+def test_missing_source_and_non_yaml_file_are_clear_errors(tmp_path: Path):
+    with pytest.raises(ModelError, match="does not exist"):
+        model_folders.describe_source(tmp_path / "gone")
+    stray = tmp_path / "model.safetensors"
+    stray.write_bytes(b"x")
+    with pytest.raises(ModelError, match="choose a models folder"):
+        model_folders.describe_source(stray)
+
+
+def test_checkpoint_folders_feed_scan_and_skip_broken_sources(tmp_path: Path):
+    webui = tmp_path / "webui"
+    comfy = tmp_path / "ComfyUI"
+    _mkdirs(webui, "models/Stable-diffusion")
+    _mkdirs(comfy, "models/checkpoints")
+    _fake_sd1_checkpoint(webui / "models/Stable-diffusion/dreamy.safetensors")
+    _fake_sd1_checkpoint(comfy / "models/checkpoints/comfy-one.safetensors")
+    broken_yaml = tmp_path / "broken.yaml"
+    broken_yaml.write_text("a: [unclosed", encoding="utf-8")
+
+    folders = model_folders.checkpoint_folders(
+        [webui, comfy, tmp_path / "unplugged-drive", broken_yaml, webui]
+    )
+    assert folders == [webui / "models/Stable-diffusion", comfy / "models/checkpoints"]
+
+    found = {m.name: m for m in models.scan(folders, include_builtin=False)}
+    assert set(found) == {"dreamy", "comfy-one"}
+    assert all(m.family == "sd1" and m.usable for m in found.values())
+
+
+def test_vae_and_lora_folders(tmp_path: Path):
+    webui = tmp_path / "webui"
+    _mkdirs(webui, "models/Stable-diffusion", "models/VAE", "models/Lora")
+    assert model_folders.vae_folders([webui]) == [webui / "models/VAE"]
+    assert model_folders.lora_folders([webui]) == [webui / "models/Lora"]
+    with pytest.raises(ValueError, match="unknown model kind"):
+        model_folders.describe_source(webui).folders("embeddings")
+
+
+def test_known_installs_finds_usual_locations(tmp_path: Path):
+    _mkdirs(
+        tmp_path, "ComfyUI/models/checkpoints", "stable-diffusion-webui/models/Stable-diffusion"
+    )
+    _mkdirs(tmp_path, "Documents/ComfyUI")  # not an install: no models/checkpoints, no comfy/
+    assert model_folders.known_installs(tmp_path) == [
+        tmp_path / "ComfyUI",
+        tmp_path / "stable-diffusion-webui",
+    ]
