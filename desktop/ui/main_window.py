@@ -1,0 +1,679 @@
+"""Sandstorm's main window: dockable panels around the canvas, a job queue, one worker.
+
+The window is thin: request building lives in ``FormState``, queue bookkeeping in
+``JobQueue``, generation in ``GenerationWorker``. The GUI thread never imports torch; the
+worker is started by ``start_engine`` once the window is on screen.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QByteArray, QSize, Qt, Signal
+from PySide6.QtGui import (
+    QAction,
+    QCloseEvent,
+    QDragEnterEvent,
+    QDropEvent,
+    QGuiApplication,
+    QImage,
+    QImageReader,
+    QKeySequence,
+    QShortcut,
+)
+from PySide6.QtWidgets import (
+    QDockWidget,
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QMainWindow,
+    QProgressBar,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from desktop.engine.defaults import defaults_for
+from desktop.engine.errors import RequestError, SandstormError
+from desktop.engine.model_folders import checkpoint_folders
+from desktop.engine.models import ModelInfo, default_model_folders, scan
+from desktop.engine.request import GenerationRequest, snap_size
+from desktop.engine.settings import Settings, load_settings, save_settings
+from desktop.ui.canvas import ImageCanvas
+from desktop.ui.form import FormState
+from desktop.ui.gallery_panel import offer_parameters_from_file
+from desktop.ui.icons import icon
+from desktop.ui.img2img_panel import Img2ImgPanel
+from desktop.ui.jobs import Job, JobQueue
+from desktop.ui.message_bar import MessageBar
+from desktop.ui.prompt_panel import PromptPanel
+from desktop.ui.queue_view import QueueView
+from desktop.ui.sampler_panel import SamplerPanel
+from desktop.ui.saving import save_images
+from desktop.ui.settings_dialog import SettingsDialog
+from desktop.ui.worker import EngineFactory, GenerationWorker, JobImages
+
+
+def model_folders(settings: Settings) -> list[Path]:
+    """Folders to scan: the defaults plus the checkpoint folders of the user's sources.
+
+    A source may be a plain folder, a ComfyUI or AUTOMATIC1111 install, or an
+    ``extra_model_paths.yaml``; ``checkpoint_folders`` resolves them and never raises.
+    """
+    folders = [*default_model_folders(), *checkpoint_folders(settings.extra_model_folders)]
+    return list(dict.fromkeys(folders))
+
+
+class MainWindow(QMainWindow):
+    """The studio window.
+
+    Signals:
+        results_saved(list): saved gallery items (or paths) of each finished job, for the
+            gallery panel.
+        preview_shown(str, int): job id and step of each preview drawn on the canvas.
+        output_dir_changed(str): the user chose another output folder.
+    """
+
+    results_saved = Signal(list)
+    preview_shown = Signal(str, int)
+    output_dir_changed = Signal(str)
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        engine_factory: EngineFactory | None = None,
+        parent: QWidget | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self.settings = settings if settings is not None else load_settings()
+        self.setWindowTitle("Sandstorm")
+        self.setObjectName("MainWindow")
+        self.setDockNestingEnabled(True)
+        self.setAcceptDrops(True)
+        self.jobs = JobQueue()
+        self.worker = GenerationWorker(
+            device=self.settings.device,
+            output_dir=self.settings.output_path,
+            engine_factory=engine_factory,
+        )
+        self.models: list[ModelInfo] = []
+        self.last_images: JobImages | None = None
+        self._family = ""
+        self._restoring = True
+        self._fresh_settings = False
+        self._shut_down = False
+        self._first_step_elapsed: float | None = None
+        self._job_started_at = 0.0
+        self.dropped_previews = 0
+
+        self._build_central()
+        self._build_docks()
+        self._build_actions()
+        self._connect_worker()
+        self.statusBar().showMessage("Starting…")
+        self._restore(self.settings)
+        self._restoring = False
+
+    # -- construction ----------------------------------------------------------------------
+    def _build_central(self) -> None:
+        central = QWidget()
+        central.setObjectName("Central")
+        layout = QVBoxLayout(central)
+        layout.setContentsMargins(8, 8, 8, 8)
+        layout.setSpacing(8)
+        self.message_bar = MessageBar()
+        layout.addWidget(self.message_bar)
+        self.canvas = ImageCanvas()
+        layout.addWidget(self.canvas, 1)
+
+        bar = QHBoxLayout()
+        bar.setSpacing(8)
+        self.progress = QProgressBar()
+        self.progress.setObjectName("StepProgress")
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.progress.setTextVisible(True)
+        self.progress.setFormat("Idle")
+        self.progress.setToolTip("Step, elapsed time and speed of the running job")
+        self.progress.setMinimumWidth(200)
+        self.generate_button = QPushButton("Generate")
+        self.generate_button.setObjectName("GenerateButton")
+        self.generate_button.setIcon(icon("generate"))
+        self.generate_button.setToolTip("Queue a job with the current settings (Ctrl+Enter)")
+        self.generate_button.setMinimumWidth(140)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setObjectName("CancelButton")
+        self.cancel_button.setIcon(icon("cancel"))
+        self.cancel_button.setToolTip("Stop the running job (Esc)")
+        self.cancel_button.setEnabled(False)
+        bar.addWidget(self.progress, 1)
+        bar.addWidget(self.cancel_button)
+        bar.addWidget(self.generate_button)
+        layout.addLayout(bar)
+        self.setCentralWidget(central)
+
+        self.state_label = QLabel()
+        self.state_label.setObjectName("StateLabel")
+        self.statusBar().addPermanentWidget(self.state_label)
+        self.generate_button.clicked.connect(self.generate)
+        self.cancel_button.clicked.connect(self.cancel_current)
+
+    def _build_docks(self) -> None:
+        self.prompt_panel = PromptPanel()
+        self.sampler_panel = SamplerPanel()
+        self.img2img_panel = Img2ImgPanel()
+        self.queue_view = QueueView()
+        left = Qt.DockWidgetArea.LeftDockWidgetArea
+        right = Qt.DockWidgetArea.RightDockWidgetArea
+        # Side panels run the full height; a bottom dock (the gallery) sits under the canvas.
+        self.setCorner(Qt.Corner.BottomLeftCorner, left)
+        self.setCorner(Qt.Corner.BottomRightCorner, right)
+        self.prompt_dock = self.add_dock(self.prompt_panel, "Prompt", left, "PromptDock")
+        self.sampler_dock = self.add_dock(self.sampler_panel, "Sampler", left, "SamplerDock")
+        self.img2img_dock = self.add_dock(
+            self.img2img_panel, "Image to image", right, "Img2ImgDock"
+        )
+        self.queue_dock = self.add_dock(self.queue_view, "Queue", right, "QueueDock")
+        self.resizeDocks(
+            [self.prompt_dock, self.img2img_dock], [360, 300], Qt.Orientation.Horizontal
+        )
+
+        self.prompt_panel.refresh_requested.connect(self.refresh_models)
+        self.prompt_panel.model_changed.connect(self._on_model_changed)
+        self.img2img_panel.message.connect(lambda text: self.show_message(text, "warning"))
+        self.img2img_panel.image_changed.connect(self._on_init_image)
+        self.img2img_panel.use_size_requested.connect(self._use_image_size)
+        self.queue_view.remove_requested.connect(self.remove_job)
+        self.queue_view.cancel_all_requested.connect(self.cancel_all)
+
+    def add_dock(
+        self,
+        widget: QWidget,
+        title: str,
+        area: Qt.DockWidgetArea = Qt.DockWidgetArea.RightDockWidgetArea,
+        name: str = "",
+    ) -> QDockWidget:
+        """Add ``widget`` as a dockable panel; ``name`` keys its place in the saved layout.
+
+        Docks added after the window restored its layout get their saved place back too.
+        """
+        dock = QDockWidget(title, self)
+        dock.setObjectName(name or f"{type(widget).__name__}Dock")
+        dock.setWidget(widget)
+        dock.setFeatures(
+            QDockWidget.DockWidgetFeature.DockWidgetMovable
+            | QDockWidget.DockWidgetFeature.DockWidgetFloatable
+            | QDockWidget.DockWidgetFeature.DockWidgetClosable
+        )
+        self.addDockWidget(area, dock)
+        if not self._restoring and self.settings.window_state:
+            self.restoreDockWidget(dock)
+        elif area in (Qt.DockWidgetArea.BottomDockWidgetArea, Qt.DockWidgetArea.TopDockWidgetArea):
+            # A strip under the canvas: keep most of the height for the image.
+            self.resizeDocks([dock], [230], Qt.Orientation.Vertical)
+        if hasattr(self, "view_menu"):
+            self.view_menu.addAction(dock.toggleViewAction())
+        return dock
+
+    def _build_actions(self) -> None:
+        menu = self.menuBar()
+        file_menu = menu.addMenu("&File")
+        self.settings_action = QAction("&Settings…", self)
+        self.settings_action.setShortcut(QKeySequence.StandardKey.Preferences)
+        self.settings_action.setToolTip("Output folder, model folders and device")
+        self.settings_action.triggered.connect(self.open_settings)
+        self.save_as_action = QAction("Save image &as…", self)
+        self.save_as_action.setShortcut(QKeySequence.StandardKey.SaveAs)
+        self.save_as_action.triggered.connect(self.save_canvas_as)
+        quit_action = QAction("&Quit", self)
+        quit_action.setShortcut(QKeySequence.StandardKey.Quit)
+        quit_action.triggered.connect(self.close)
+        file_menu.addAction(self.save_as_action)
+        file_menu.addAction(self.settings_action)
+        file_menu.addSeparator()
+        file_menu.addAction(quit_action)
+
+        gen_menu = menu.addMenu("&Generate")
+        self.generate_action = QAction("&Generate", self)
+        self.generate_action.setToolTip("Queue a job (Ctrl+Enter)")
+        self.generate_action.triggered.connect(self.generate)
+        self.cancel_action = QAction("&Cancel", self)
+        self.cancel_action.triggered.connect(self.cancel_current)
+        self.cancel_all_action = QAction("Cancel &all", self)
+        self.cancel_all_action.triggered.connect(self.cancel_all)
+        self.refresh_action = QAction("&Refresh models", self)
+        self.refresh_action.setShortcut(QKeySequence.StandardKey.Refresh)
+        self.refresh_action.triggered.connect(self.refresh_models)
+        for action in (
+            self.generate_action,
+            self.cancel_action,
+            self.cancel_all_action,
+            self.refresh_action,
+        ):
+            gen_menu.addAction(action)
+
+        self.view_menu = menu.addMenu("&View")
+        fit = QAction("Zoom to &fit", self)
+        fit.setShortcut("Ctrl+0")
+        fit.triggered.connect(self.canvas.zoom_fit)
+        actual = QAction("Actual size (&100 %)", self)
+        actual.setShortcut("Ctrl+1")
+        actual.triggered.connect(self.canvas.zoom_actual)
+        self.view_menu.addAction(fit)
+        self.view_menu.addAction(actual)
+        self.view_menu.addSeparator()
+        for dock in (self.prompt_dock, self.sampler_dock, self.img2img_dock, self.queue_dock):
+            self.view_menu.addAction(dock.toggleViewAction())
+
+        # Window-wide shortcuts, so they work while typing in the prompt box.
+        keypad_enter = QKeySequence(
+            Qt.KeyboardModifier.ControlModifier
+            | Qt.KeyboardModifier.KeypadModifier
+            | Qt.Key.Key_Enter
+        )
+        for keys in (QKeySequence("Ctrl+Return"), QKeySequence("Ctrl+Enter"), keypad_enter):
+            shortcut = QShortcut(keys, self)
+            shortcut.setContext(Qt.ShortcutContext.WindowShortcut)
+            shortcut.activated.connect(self.generate)
+        escape = QShortcut(QKeySequence(Qt.Key.Key_Escape), self)
+        escape.setContext(Qt.ShortcutContext.WindowShortcut)
+        escape.activated.connect(self.cancel_current)
+
+    def _connect_worker(self) -> None:
+        w = self.worker
+        w.engine_ready.connect(self._on_engine_ready)
+        w.engine_failed.connect(self._on_engine_failed)
+        w.job_started.connect(self._on_job_started)
+        w.status_changed.connect(self._on_status)
+        w.step_previewed.connect(self._on_step)
+        w.images_generated.connect(self._on_images)
+        w.job_finished.connect(self._on_job_finished)
+        w.save_failed.connect(self._on_save_failed)
+        w.job_failed.connect(self._on_job_failed)
+        w.job_cancelled.connect(self._on_job_cancelled)
+        w.warning_raised.connect(lambda _job, text: self.show_message(text, "warning"))
+
+    # -- settings --------------------------------------------------------------------------
+    def _restore(self, settings: Settings) -> None:
+        state = FormState.from_settings(settings)
+        self.prompt_panel.set_prompt(state.prompt, state.negative_prompt)
+        self.sampler_panel.set_sampler(state.sampler, state.schedule)
+        self.sampler_panel.steps_spin.setValue(state.steps)
+        self.sampler_panel.cfg_spin.setValue(state.cfg_scale)
+        self.sampler_panel.set_size(state.width, state.height)
+        self.sampler_panel.batch_spin.setValue(state.batch_size)
+        self.img2img_panel.set_strength(state.strength)
+        self._fresh_settings = not settings.width
+        self.refresh_models(select=settings.last_model)
+        if settings.window_geometry:
+            self.restoreGeometry(QByteArray.fromBase64(settings.window_geometry.encode("ascii")))
+        else:
+            self._default_geometry()
+        if settings.window_state:
+            self.restoreState(QByteArray.fromBase64(settings.window_state.encode("ascii")))
+
+    def _default_geometry(self) -> None:
+        """First start: 90 % of the screen (at most 1600×1000), centred."""
+        screen = self.screen() or QGuiApplication.primaryScreen()
+        if screen is None:
+            self.resize(QSize(1400, 880))
+            return
+        area = screen.availableGeometry()
+        size = QSize(min(1600, int(area.width() * 0.9)), min(1000, int(area.height() * 0.9)))
+        self.resize(size)
+        self.move(area.center() - self.rect().center())
+
+    def form_state(self) -> FormState:
+        """The panels' current values."""
+        s = self.sampler_panel
+        return FormState(
+            prompt=self.prompt_panel.prompt(),
+            negative_prompt=self.prompt_panel.negative_prompt(),
+            model=self.prompt_panel.current_key(),
+            sampler=s.sampler_combo.currentText(),
+            schedule=s.schedule_combo.currentText(),
+            steps=s.steps_spin.value(),
+            cfg_scale=s.cfg_spin.value(),
+            seed=s.seed(),
+            width=s.width_spin.value(),
+            height=s.height_spin.value(),
+            batch_size=s.batch_spin.value(),
+            init_image=self.img2img_panel.init_image(),
+            strength=self.img2img_panel.strength(),
+        )
+
+    def apply_request(self, request: GenerationRequest, keep_seed: bool = True) -> None:
+        """Fill the panels from a request (e.g. "use its parameters" on a gallery image).
+
+        The model is selected first, because a model of another family resets the size.
+        A model that is not installed here leaves the picker alone and says so.
+        """
+        self.prompt_panel.set_prompt(request.prompt, request.negative_prompt)
+        if request.model:
+            wanted = Path(request.model)
+            match = next(
+                (
+                    m
+                    for m in self.models
+                    if m.usable and request.model in (str(m.path), m.name, wanted.stem)
+                ),
+                None,
+            )
+            if match is not None:
+                self.prompt_panel.set_models(self.models, str(match.path))
+            else:
+                self.show_message(
+                    f"The model {wanted.name} is not installed here; "
+                    "the other settings were applied.",
+                    "warning",
+                )
+        s = self.sampler_panel
+        s.set_sampler(request.sampler, request.schedule)
+        s.steps_spin.setValue(request.steps)
+        s.cfg_spin.setValue(request.cfg_scale)
+        s.set_size(request.width, request.height)
+        s.batch_spin.setValue(request.batch_size)
+        s.set_seed(request.seed if keep_seed else -1)
+        if request.is_img2img:
+            self.img2img_panel.set_strength(request.strength)
+            if request.init_image and Path(request.init_image).is_file():
+                self.img2img_panel.set_image(request.init_image)
+
+    def set_init_image(self, path: str) -> bool:
+        """Use ``path`` as the init image (switches to img2img) and show the panel."""
+        self.img2img_dock.show()
+        self.img2img_dock.raise_()
+        return self.img2img_panel.set_image(path)
+
+    def show_image(self, path: str, infotext: str = "") -> bool:
+        """Show an image file on the canvas (e.g. opened from the gallery)."""
+        reader = QImageReader(path)
+        reader.setAutoTransform(True)
+        image = reader.read()
+        if image.isNull():
+            self.show_message(f"{Path(path).name} could not be read: {reader.errorString()}.")
+            return False
+        self.canvas.set_image(image)
+        self.canvas.setToolTip(infotext or Path(path).name)
+        self.statusBar().showMessage(Path(path).name, 5000)
+        return True
+
+    def store_settings(self) -> Settings:
+        """Write the panels, layout and geometry to the settings file; returns them."""
+        self.form_state().store(self.settings)
+        self.settings.window_geometry = bytes(self.saveGeometry().toBase64().data()).decode()
+        self.settings.window_state = bytes(self.saveState().toBase64().data()).decode()
+        try:
+            save_settings(self.settings)
+        except OSError as exc:
+            self.statusBar().showMessage(f"Settings could not be saved: {exc.strerror}.")
+        return self.settings
+
+    def open_settings(self) -> SettingsDialog:
+        """Open the settings dialog (window-modal, non-blocking); returns it."""
+        dialog = SettingsDialog(self.settings, self)
+        dialog.accepted.connect(lambda: self.apply_settings(dialog.result_settings()))
+        dialog.open()
+        return dialog
+
+    def apply_settings(self, new: Settings) -> None:
+        """Adopt edited path settings: output folder, model folders, device."""
+        old = self.settings
+        self.settings = new
+        self.worker.set_output_dir(new.output_path)
+        if new.output_path != old.output_path:
+            self.output_dir_changed.emit(str(new.output_path))
+        if new.device != old.device:
+            self.worker.set_device(new.device)
+        if new.extra_model_folders != old.extra_model_folders:
+            self.refresh_models()
+        self.store_settings()
+
+    # -- models ----------------------------------------------------------------------------
+    def refresh_models(self, select: str = "") -> None:
+        """Rescan the model folders (cheap: headers only) and refill the picker."""
+        self.models = scan(model_folders(self.settings))
+        self.prompt_panel.set_models(self.models, select)
+        usable = sum(m.usable for m in self.models)
+        if not usable:
+            self.show_message(
+                "No usable model was found. Add a model folder in File ▸ Settings, "
+                "or put a .safetensors checkpoint in models/checkpoints.",
+                "warning",
+            )
+        self.statusBar().showMessage(f"{usable} model{'s' if usable != 1 else ''} found.", 4000)
+
+    def _on_model_changed(self, info: ModelInfo | None) -> None:
+        """Offer the family's sizes. On a first start the model's defaults fill the panels;
+        restored settings are kept; switching to another family takes its native size."""
+        if info is None:
+            return
+        self.sampler_panel.set_family(info.family, info.native_size)
+        defaults = defaults_for(info)
+        if self._restoring and not self._fresh_settings:
+            self._family = info.family
+            return
+        if self._restoring or info.family != self._family:
+            self.sampler_panel.set_size(defaults.width, defaults.height)
+        if self._restoring:
+            self.sampler_panel.set_sampler(defaults.sampler)
+            self.sampler_panel.steps_spin.setValue(defaults.steps)
+            self.sampler_panel.cfg_spin.setValue(defaults.cfg_scale)
+        self._family = info.family
+
+    # -- img2img ---------------------------------------------------------------------------
+    def _on_init_image(self, path: str | None) -> None:
+        mode = "image-to-image" if path else "text-to-image"
+        self.generate_button.setText("Generate (img2img)" if path else "Generate")
+        self.statusBar().showMessage(f"Switched to {mode}.", 3000)
+        if path:
+            # Like PNG info / recall elsewhere: an image that carries generation settings
+            # offers them (non-blocking); the drop itself already set it up for img2img.
+            offer_parameters_from_file(self, path)
+
+    # Dropping an image anywhere on the window works like dropping it on the img2img zone.
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:
+        mime = event.mimeData()
+        if mime is not None and (mime.hasUrls() or mime.hasImage()):
+            event.acceptProposedAction()
+        else:
+            event.ignore()
+
+    def dropEvent(self, event: QDropEvent) -> None:
+        if self.img2img_panel.accept_mime(event.mimeData()):
+            event.acceptProposedAction()
+        else:
+            event.ignore()
+
+    def _use_image_size(self, width: int, height: int) -> None:
+        self.sampler_panel.set_size(snap_size(width), snap_size(height))
+
+    # -- engine ----------------------------------------------------------------------------
+    def start_engine(self) -> None:
+        """Start the worker thread (it imports and creates the engine)."""
+        if self._shut_down or self.worker.isRunning():
+            return
+        self._set_state("Starting engine…")
+        self.worker.start()
+
+    def _on_engine_ready(self) -> None:
+        self._set_state("Engine ready")
+        model = self.prompt_panel.current_key()
+        if model and not self.jobs.running and not self.jobs.pending:
+            self._set_state("Loading model…")
+            self.worker.preload(model)
+
+    def _on_engine_failed(self, message: str) -> None:
+        self._set_state("Engine failed")
+        self.show_message(message)
+
+    def _set_state(self, text: str) -> None:
+        """The engine/job state, shown permanently at the right of the status bar."""
+        self.state_label.setText(text)
+
+    # -- jobs ------------------------------------------------------------------------------
+    def generate(self) -> Job | None:
+        """Queue a job from the panels; an invalid value shows a message instead."""
+        try:
+            request = self.form_state().to_request()
+        except RequestError as exc:
+            self.show_message(str(exc))
+            return None
+        if not request.model:
+            self.show_message("Choose a model first (none is usable; see File ▸ Settings).")
+            return None
+        # A new attempt: the last problem's message has served its purpose.
+        self.message_bar.dismiss()
+        job = self.jobs.add(request)
+        self.worker.submit(job)
+        if not self.worker.isRunning():
+            self.start_engine()
+        self._refresh_queue()
+        self.statusBar().showMessage(f"Queued {job.job_id}.", 2000)
+        return job
+
+    def cancel_current(self) -> None:
+        job = self.jobs.cancel_current()
+        if job is not None:
+            self._set_state("Cancelling…")
+
+    def cancel_all(self) -> None:
+        if self.jobs.cancel_all():
+            self._set_state("Cancelling all jobs…")
+        self._refresh_queue()
+
+    def remove_job(self, job_id: str) -> None:
+        self.jobs.remove(job_id)
+        self._refresh_queue()
+
+    def _refresh_queue(self) -> None:
+        self.queue_view.refresh(self.jobs)
+        running = self.jobs.running is not None
+        self.cancel_button.setEnabled(running)
+        pending = len(self.jobs.pending)
+        self.queue_dock.setWindowTitle(f"Queue ({pending} waiting)" if pending else "Queue")
+
+    def _on_job_started(self, job_id: str) -> None:
+        job = self.jobs.mark_started(job_id)
+        if job is None:
+            return
+        self._first_step_elapsed = None
+        self._job_started_at = time.perf_counter()
+        total = job.request.img2img_steps if job.request.is_img2img else job.request.steps
+        self.progress.setRange(0, max(total, 1))
+        self.progress.setValue(0)
+        self.progress.setFormat(f"Step 0/{total}")
+        self._set_state(f"Running {job_id}")
+        self._refresh_queue()
+
+    def _on_status(self, job_id: str, text: str) -> None:
+        if job_id and not self.jobs.is_current(job_id):
+            return
+        self._set_state(text)
+
+    def _on_step(self, job_id: str, step: int, total: int, elapsed: float, image: QImage) -> None:
+        job = self.jobs.running
+        if job is None or job.job_id != job_id or job.cancelled:
+            self.dropped_previews += 1
+            return
+        if self._first_step_elapsed is None:
+            self._first_step_elapsed = elapsed
+        self.progress.setRange(0, max(total, 1))
+        self.progress.setValue(step)
+        span = elapsed - self._first_step_elapsed
+        rate = (step - 1) / span if step > 1 and span > 0 else (step / elapsed if elapsed else 0.0)
+        self.progress.setFormat(f"Step {step}/{total} · {elapsed:.1f} s · {rate:.2f} it/s")
+        if not image.isNull():
+            size = QSize(job.request.width, job.request.height)
+            self.canvas.set_image(image, size, preview=True)
+            self.preview_shown.emit(job_id, step)
+
+    def _on_images(self, job_id: str, images: JobImages) -> None:
+        self.last_images = images
+        if images.qimages:
+            self.canvas.set_image(images.qimages[0])
+        self.sampler_panel.remember_seed(images.request.seed)
+
+    def _on_job_finished(self, job_id: str, saved: list) -> None:
+        job = self.jobs.mark_done(job_id)
+        took = time.perf_counter() - self._job_started_at if job else 0.0
+        self.progress.setFormat(f"Done · {took:.1f} s")
+        self.progress.setValue(self.progress.maximum())
+        self._set_state(f"Finished {job_id}")
+        if saved:
+            self.statusBar().showMessage(f"Saved to {self.settings.output_path}", 8000)
+        self._refresh_queue()
+        if saved:
+            self.results_saved.emit(saved)
+
+    def _on_save_failed(self, job_id: str, message: str) -> None:
+        self.show_message(
+            f"{message} The images are kept here; use “Save as…” to put them elsewhere.",
+            "error",
+            action=("Save as…", self.save_last_images_as),
+        )
+
+    def _on_job_failed(self, job_id: str, message: str) -> None:
+        self.jobs.mark_done(job_id)
+        self.progress.setFormat("Failed")
+        self._set_state(f"{job_id} failed")
+        self.show_message(message)
+        self._refresh_queue()
+
+    def _on_job_cancelled(self, job_id: str) -> None:
+        was_running = self.jobs.running is not None and self.jobs.running.job_id == job_id
+        self.jobs.mark_done(job_id)
+        if was_running:
+            self.progress.setFormat("Cancelled")
+            self._set_state(f"Cancelled {job_id}")
+        self._refresh_queue()
+
+    # -- saving ----------------------------------------------------------------------------
+    def save_last_images_as(self, folder: str | None = None) -> list[Any]:
+        """Save the last job's images into ``folder`` (asks for one when None)."""
+        if self.last_images is None:
+            return []
+        if folder is None:
+            folder = QFileDialog.getExistingDirectory(self, "Save the images in…")
+            if not folder:
+                return []
+        try:
+            saved = save_images(self.last_images.images, self.last_images.model, Path(folder))
+        except SandstormError as exc:
+            self.show_message(str(exc), action=("Save as…", self.save_last_images_as))
+            return []
+        self.message_bar.dismiss()
+        self.statusBar().showMessage(f"Saved {len(saved)} image(s) to {folder}.", 5000)
+        self.results_saved.emit(saved)
+        return saved
+
+    def save_canvas_as(self) -> None:
+        if not self.canvas.has_image():
+            self.statusBar().showMessage("There is no image to save yet.", 3000)
+            return
+        name, _ = QFileDialog.getSaveFileName(self, "Save image as", "", "PNG image (*.png)")
+        if name and not self.canvas.image().save(name, "PNG"):
+            self.show_message(f"Could not write {name}.")
+
+    # -- messages --------------------------------------------------------------------------
+    def show_message(self, text: str, level: str = "error", action: Any = None) -> None:
+        """Show a non-blocking message above the canvas and in the status bar."""
+        self.message_bar.show_message(text, level, action)
+        self.statusBar().showMessage(text, 8000)
+
+    # -- shutdown --------------------------------------------------------------------------
+    def shutdown(self, timeout_ms: int = 30_000) -> bool:
+        """Cancel everything and stop the worker; safe to call more than once."""
+        if self._shut_down:
+            return not self.worker.isRunning()
+        self._shut_down = True
+        self.jobs.cancel_all()
+        return self.worker.stop(timeout_ms)
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        if not self._shut_down:
+            self.store_settings()
+        self.shutdown()
+        event.accept()

@@ -1,0 +1,187 @@
+"""Prompt panel: prompt, negative prompt and the model picker."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QStandardItem, QStandardItemModel
+from PySide6.QtWidgets import (
+    QComboBox,
+    QHBoxLayout,
+    QLabel,
+    QPlainTextEdit,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from desktop.engine.models import ModelInfo
+from desktop.ui.icons import icon
+
+DEFAULT_PLACEHOLDER = "Describe the image you want…"
+_INFO_ROLE = Qt.ItemDataRole.UserRole + 1
+
+
+def model_key(info: ModelInfo) -> str:
+    """What a request and the settings store for a model: its path."""
+    return str(info.path)
+
+
+class PromptPanel(QWidget):
+    """Prompt and negative prompt editors plus the model picker.
+
+    Signals:
+        model_changed(object): the selected ``ModelInfo`` (None when nothing is usable).
+        refresh_requested(): the user asked to rescan the model folders.
+    """
+
+    model_changed = Signal(object)
+    refresh_requested = Signal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("PromptPanel")
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(10, 10, 10, 10)
+        layout.setSpacing(6)
+
+        model_row = QHBoxLayout()
+        self.model_combo = QComboBox()
+        self.model_combo.setObjectName("ModelCombo")
+        self.model_combo.setToolTip("The model that generates the image (family in brackets).")
+        self.model_combo.setSizeAdjustPolicy(
+            QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
+        )
+        self.model_combo.setMinimumContentsLength(14)
+        self._model_items = QStandardItemModel(self.model_combo)
+        self.model_combo.setModel(self._model_items)
+        self.refresh_button = QToolButton()
+        self.refresh_button.setObjectName("RefreshModels")
+        self.refresh_button.setIcon(icon("refresh"))
+        self.refresh_button.setToolTip("Rescan the model folders")
+        model_row.addWidget(QLabel("Model"))
+        model_row.addWidget(self.model_combo, 1)
+        model_row.addWidget(self.refresh_button)
+        layout.addLayout(model_row)
+
+        prompt_row = QHBoxLayout()
+        prompt_row.addWidget(QLabel("Prompt"))
+        prompt_row.addStretch(1)
+        self.example_button = QToolButton()
+        self.example_button.setText("Example")
+        self.example_button.setToolTip("Fill in an example prompt that suits this model")
+        self.example_button.setVisible(False)
+        prompt_row.addWidget(self.example_button)
+        layout.addLayout(prompt_row)
+        self.prompt_edit = QPlainTextEdit()
+        self.prompt_edit.setObjectName("PromptEdit")
+        self.prompt_edit.setPlaceholderText(DEFAULT_PLACEHOLDER)
+        self.prompt_edit.setToolTip("What the image should show. Ctrl+Enter generates.")
+        self.prompt_edit.setTabChangesFocus(True)
+        layout.addWidget(self.prompt_edit, 3)
+
+        layout.addWidget(QLabel("Negative prompt"))
+        self.negative_edit = QPlainTextEdit()
+        self.negative_edit.setObjectName("NegativeEdit")
+        self.negative_edit.setPlaceholderText("What to avoid (optional)…")
+        self.negative_edit.setToolTip("What the image should not show.")
+        self.negative_edit.setTabChangesFocus(True)
+        layout.addWidget(self.negative_edit, 2)
+
+        self._examples: list[str] = []
+        self._example_index = 0
+        self.model_combo.currentIndexChanged.connect(self._on_model_index)
+        self.refresh_button.clicked.connect(self.refresh_requested)
+        self.example_button.clicked.connect(self._next_example)
+
+    # -- prompt ----------------------------------------------------------------------------
+    def prompt(self) -> str:
+        return self.prompt_edit.toPlainText()
+
+    def negative_prompt(self) -> str:
+        return self.negative_edit.toPlainText()
+
+    def set_prompt(self, text: str, negative: str | None = None) -> None:
+        self.prompt_edit.setPlainText(text)
+        if negative is not None:
+            self.negative_edit.setPlainText(negative)
+
+    # -- models ----------------------------------------------------------------------------
+    def set_models(self, models: list[ModelInfo], select: str = "") -> None:
+        """Fill the picker; select ``select`` (a path or name) or the default model.
+
+        The default is the built-in model, else the first usable one. Unusable models are
+        listed but disabled, with the reason as their tooltip.
+        """
+        previous = select or self.current_key()
+        self.model_combo.blockSignals(True)
+        self._model_items.clear()
+        for info in models:
+            item = QStandardItem(f"{info.name}  [{info.label}]")
+            item.setData(info, _INFO_ROLE)
+            if info.usable:
+                tip = f"{info.label} model\n{info.path}"
+                if info.reason:
+                    tip += f"\nNote: {info.reason}"
+                item.setToolTip(tip)
+            else:
+                item.setEnabled(False)
+                item.setText(f"{info.name}  [{info.label}] — unusable")
+                item.setToolTip(f"Cannot be used: {info.reason}\n{info.path}")
+            self._model_items.appendRow(item)
+        index = self._find(previous, models)
+        self.model_combo.setCurrentIndex(index)
+        self.model_combo.blockSignals(False)
+        self._on_model_index(index)
+
+    def _find(self, key: str, models: list[ModelInfo]) -> int:
+        if key:
+            for i, info in enumerate(models):
+                if info.usable and key in (model_key(info), info.name, str(Path(info.path))):
+                    return i
+        for i, info in enumerate(models):
+            if info.usable and info.family == "builtin":
+                return i
+        return next((i for i, info in enumerate(models) if info.usable), -1)
+
+    def current_model(self) -> ModelInfo | None:
+        index = self.model_combo.currentIndex()
+        if index < 0:
+            return None
+        item = self._model_items.item(index)
+        info = item.data(_INFO_ROLE) if item is not None else None
+        return info if isinstance(info, ModelInfo) and info.usable else None
+
+    def current_key(self) -> str:
+        info = self.current_model()
+        return model_key(info) if info else ""
+
+    def _on_model_index(self, _index: int) -> None:
+        info = self.current_model()
+        examples = list(info.extras.get("example_prompts", [])) if info else []
+        self._examples = [str(e) for e in examples if str(e).strip()]
+        self._example_index = 0
+        if self._examples:
+            self.prompt_edit.setPlaceholderText(f"e.g. {self._examples[0]}")
+            listed = "\n".join(f"• {e}" for e in self._examples[:8])
+            self.prompt_edit.setToolTip(
+                "What the image should show. Ctrl+Enter generates.\n\n"
+                f"The built-in model knows prompts like:\n{listed}"
+            )
+        else:
+            self.prompt_edit.setPlaceholderText(DEFAULT_PLACEHOLDER)
+            self.prompt_edit.setToolTip("What the image should show. Ctrl+Enter generates.")
+        self.example_button.setVisible(bool(self._examples))
+        if info is not None:
+            self.model_combo.setToolTip(f"{info.name} — {info.label} model\n{info.path}")
+        self.model_changed.emit(info)
+
+    def _next_example(self) -> None:
+        if not self._examples:
+            return
+        # setPlainText would wipe the undo stack; a cursor edit keeps Ctrl+Z working.
+        cursor = self.prompt_edit.textCursor()
+        cursor.select(cursor.SelectionType.Document)
+        cursor.insertText(self._examples[self._example_index % len(self._examples)])
+        self._example_index += 1

@@ -1,0 +1,112 @@
+"""The settings dialog: output folder, extra model folders and the compute device."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLineEdit,
+    QListWidget,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from desktop.engine import paths
+from desktop.engine.settings import Settings
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+class SettingsDialog(QDialog):
+    """Edits a copy of the path settings; ``result_settings()`` returns the edited copy."""
+
+    def __init__(self, settings: Settings, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Settings")
+        self.setObjectName("SettingsDialog")
+        self.setMinimumWidth(520)
+        self._settings = dataclasses.replace(settings)
+        layout = QVBoxLayout(self)
+        form = QFormLayout()
+
+        out_row = QHBoxLayout()
+        self.output_edit = QLineEdit(settings.output_dir)
+        self.output_edit.setPlaceholderText(str(paths.pictures_dir()))
+        self.output_edit.setToolTip("Where generated images are saved (empty: the default).")
+        browse = QPushButton("Browse…")
+        browse.setToolTip("Choose the output folder")
+        browse.clicked.connect(self._browse_output)
+        out_row.addWidget(self.output_edit, 1)
+        out_row.addWidget(browse)
+        form.addRow("Output folder", out_row)
+
+        self.folders = QListWidget()
+        self.folders.setObjectName("ExtraFolders")
+        self.folders.setToolTip(
+            "Extra folders scanned for models (e.g. a ComfyUI or AUTOMATIC1111 models folder)."
+        )
+        self.folders.addItems(settings.extra_model_folders)
+        folder_buttons = QHBoxLayout()
+        self.add_folder_button = QPushButton("Add…")
+        self.add_folder_button.setToolTip("Add a folder to scan for models")
+        self.remove_folder_button = QPushButton("Remove")
+        self.remove_folder_button.setToolTip("Stop scanning the selected folder")
+        self.add_folder_button.clicked.connect(self._add_folder)
+        self.remove_folder_button.clicked.connect(self._remove_folder)
+        folder_buttons.addWidget(self.add_folder_button)
+        folder_buttons.addWidget(self.remove_folder_button)
+        folder_buttons.addStretch(1)
+        folder_box = QVBoxLayout()
+        folder_box.addWidget(self.folders)
+        folder_box.addLayout(folder_buttons)
+        form.addRow("Model folders", folder_box)
+
+        self.device_combo = QComboBox()
+        self.device_combo.addItems(list(DEVICES))
+        self.device_combo.setCurrentText(settings.device if settings.device in DEVICES else "auto")
+        self.device_combo.setToolTip("Where models run; auto picks the GPU when there is one.")
+        form.addRow("Device", self.device_combo)
+        layout.addLayout(form)
+
+        buttons = QDialogButtonBox(
+            QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel
+        )
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        layout.addWidget(buttons)
+
+    def add_folder(self, folder: str) -> None:
+        existing = [self.folders.item(i).text() for i in range(self.folders.count())]
+        if folder and folder not in existing:
+            self.folders.addItem(folder)
+
+    def _add_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Add a model folder")
+        self.add_folder(folder)
+
+    def _remove_folder(self) -> None:
+        for item in self.folders.selectedItems():
+            self.folders.takeItem(self.folders.row(item))
+
+    def _browse_output(self) -> None:
+        folder = QFileDialog.getExistingDirectory(
+            self, "Choose the output folder", self.output_edit.text()
+        )
+        if folder:
+            self.output_edit.setText(folder)
+
+    def result_settings(self) -> Settings:
+        """A copy of the settings with this dialog's values."""
+        return dataclasses.replace(
+            self._settings,
+            output_dir=self.output_edit.text().strip(),
+            extra_model_folders=[self.folders.item(i).text() for i in range(self.folders.count())],
+            device=self.device_combo.currentText(),
+        )

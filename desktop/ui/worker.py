@@ -1,0 +1,302 @@
+"""The generation worker: one long-lived QThread that owns the engine and runs jobs in order.
+
+The engine (and with it torch and diffusers) is imported and created inside ``run``, so the
+GUI thread never pays for those imports. Every signal carries the job id, so the window can
+drop updates from a job it has already cancelled. Previews cross threads as ``QImage``
+copies (never ``QPixmap``, which belongs to the GUI thread).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QThread, Signal
+from PySide6.QtGui import QImage
+
+from desktop.engine.errors import Cancelled, SandstormError
+from desktop.engine.progress import Progress, StepUpdate
+from desktop.ui import threads
+from desktop.ui.jobs import Job
+from desktop.ui.qimage import pil_to_qimage
+from desktop.ui.saving import save_images
+
+EngineFactory = Callable[[str], Any]
+
+
+@dataclass
+class JobImages:
+    """The finished images of a job, kept by the window until saved or replaced.
+
+    ``images`` are the engine's ``GeneratedImage`` objects (PIL image + the single-image
+    request), kept so "Save as…" works when the output folder cannot be written.
+    """
+
+    job_id: str
+    qimages: list[QImage]
+    images: list[Any]
+    model: Any
+    request: Any
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Preload:
+    model: str
+
+
+@dataclass(frozen=True)
+class _SetDevice:
+    device: str
+
+
+_STOP = object()
+
+
+def _default_engine_factory(device: str) -> Any:
+    from desktop.engine.generate import Engine
+
+    return Engine(device=device)
+
+
+class _SignalProgress(Progress):
+    """Turns the engine's progress calls into the worker's signals (on the worker thread)."""
+
+    def __init__(self, worker: GenerationWorker, job: Job | None, job_id: str = "") -> None:
+        super().__init__(
+            job.job_id if job else job_id,
+            job.cancel_event if job else threading.Event(),
+            previews=True,
+        )
+        self._worker = worker
+
+    def set_status(self, text: str) -> None:
+        self._worker.status_changed.emit(self.job_id, text)
+
+    def set_progress(self, update: StepUpdate) -> None:
+        preview = pil_to_qimage(update.preview) if update.preview is not None else QImage()
+        self._worker.step_previewed.emit(
+            update.job_id, update.step, update.total, float(update.elapsed), preview
+        )
+
+    def warn(self, text: str) -> None:
+        self._worker.warning_raised.emit(self.job_id, text)
+
+
+class GenerationWorker(QThread):
+    """Runs ``Job``s one at a time on a single engine; submit from the GUI thread.
+
+    Signals:
+        engine_ready(): the engine exists (torch imported, device chosen).
+        engine_failed(message): the engine could not start; the next job retries.
+        job_started(job_id)
+        status_changed(job_id, text): "Loading model …", "Generating…" ("" job id: no job).
+        step_previewed(job_id, step, total, elapsed, QImage): once per denoising step.
+        images_generated(job_id, JobImages): the finished images, before saving.
+        job_finished(job_id, saved): saved gallery items (or paths); empty if saving failed.
+        save_failed(job_id, message): the images could not be written.
+        job_failed(job_id, message): a user-facing error; the worker keeps running.
+        job_cancelled(job_id)
+        warning_raised(job_id, text): a non-fatal problem (e.g. prompt truncated).
+    """
+
+    engine_ready = Signal()
+    engine_failed = Signal(str)
+    job_started = Signal(str)
+    status_changed = Signal(str, str)
+    step_previewed = Signal(str, int, int, float, QImage)
+    images_generated = Signal(str, object)
+    job_finished = Signal(str, list)
+    save_failed = Signal(str, str)
+    job_failed = Signal(str, str)
+    job_cancelled = Signal(str)
+    warning_raised = Signal(str, str)
+
+    def __init__(
+        self,
+        device: str = "auto",
+        output_dir: Path | None = None,
+        engine_factory: EngineFactory | None = None,
+        parent: Any = None,
+    ) -> None:
+        super().__init__(parent)
+        self.setObjectName("GenerationWorker")
+        self._inbox: queue.Queue[Any] = queue.Queue()
+        self._device = device
+        self._output_dir = output_dir
+        self._factory = engine_factory or _default_engine_factory
+        self._engine: Any = None
+        self._stopping = threading.Event()
+        self._current: Job | None = None
+        self._lock = threading.Lock()
+        threads.track(self)
+
+    # -- GUI-thread API ------------------------------------------------------------------
+    def submit(self, job: Job) -> None:
+        """Queue ``job``; a job cancelled before it starts is reported as cancelled."""
+        self._inbox.put(job)
+
+    def preload(self, model: str) -> None:
+        """Load ``model`` now, so the first Generate does not wait for it."""
+        self._inbox.put(_Preload(model))
+
+    def set_device(self, device: str) -> None:
+        """Use ``device`` from the next job on (the engine is rebuilt)."""
+        self._inbox.put(_SetDevice(device))
+
+    def set_output_dir(self, path: Path) -> None:
+        with self._lock:
+            self._output_dir = path
+
+    @property
+    def engine(self) -> Any:
+        return self._engine
+
+    def stop(self, timeout_ms: int = 30_000) -> bool:
+        """Cancel the running job, drop the rest, end the thread; True when it has ended."""
+        self._stopping.set()
+        with self._lock:
+            if self._current is not None:
+                self._current.cancel()
+        self._inbox.put(_STOP)
+        if not self.isRunning():
+            return True
+        return self.wait(timeout_ms)
+
+    # -- worker thread -------------------------------------------------------------------
+    def run(self) -> None:
+        self._ensure_engine()
+        while not self._stopping.is_set():
+            item = self._inbox.get()
+            if item is _STOP or self._stopping.is_set():
+                break
+            try:
+                self._handle(item)
+            except Exception as exc:  # a bug in one item must not end the worker thread
+                traceback.print_exc()
+                if isinstance(item, Job):
+                    self.job_failed.emit(item.job_id, f"Generation failed unexpectedly: {exc}")
+        # Pending jobs are abandoned on shutdown; tell the window so its queue view empties.
+        while True:
+            try:
+                item = self._inbox.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(item, Job):
+                self.job_cancelled.emit(item.job_id)
+        # Dropping the reference is enough at shutdown; an explicit unload (gc.collect) would
+        # cost a noticeable fraction of a second while the window waits to close.
+        self._engine = None
+
+    def _handle(self, item: Any) -> None:
+        if isinstance(item, _SetDevice):
+            if item.device != self._device:
+                self._device = item.device
+                self._release_engine()
+        elif isinstance(item, _Preload):
+            self._preload(item.model)
+        elif isinstance(item, Job):
+            self._run_job(item)
+
+    def _ensure_engine(self) -> Any:
+        if self._engine is not None:
+            return self._engine
+        self.status_changed.emit("", "Starting engine…")
+        try:
+            self._engine = self._factory(self._device)
+        except SandstormError as exc:
+            self.engine_failed.emit(str(exc))
+            return None
+        except Exception as exc:  # an engine that cannot start must not kill the thread
+            traceback.print_exc()
+            self.engine_failed.emit(f"The engine could not start: {exc}")
+            return None
+        self.engine_ready.emit()
+        return self._engine
+
+    def _release_engine(self) -> None:
+        engine, self._engine = self._engine, None
+        if engine is not None and hasattr(engine, "unload"):
+            engine.unload()
+
+    def _preload(self, model: str) -> None:
+        engine = self._ensure_engine()
+        if engine is None or not hasattr(engine, "load"):
+            return
+        progress = _SignalProgress(self, None)
+        try:
+            info = engine.resolve_model(model)
+            engine.load(info, "", progress)
+        except SandstormError as exc:
+            self.status_changed.emit("", str(exc))
+            return
+        except Exception as exc:
+            traceback.print_exc()
+            self.status_changed.emit("", f"The model could not be loaded: {exc}")
+            return
+        self.status_changed.emit("", "Ready.")
+
+    def _run_job(self, job: Job) -> None:
+        if job.cancelled:
+            self.job_cancelled.emit(job.job_id)
+            return
+        with self._lock:
+            self._current = job
+        try:
+            self.job_started.emit(job.job_id)
+            engine = self._ensure_engine()
+            if engine is None:
+                self.job_failed.emit(job.job_id, "The engine is not running; see the message.")
+                return
+            try:
+                result = engine.generate(job.request, _SignalProgress(self, job))
+            except Cancelled:
+                self.job_cancelled.emit(job.job_id)
+                return
+            except SandstormError as exc:
+                self.job_failed.emit(job.job_id, str(exc))
+                return
+            except MemoryError:
+                self.job_failed.emit(job.job_id, "Out of memory. Try a smaller size or batch size.")
+                return
+            except Exception as exc:
+                traceback.print_exc()
+                self.job_failed.emit(job.job_id, f"Generation failed unexpectedly: {exc}")
+                return
+            self._deliver(job, result)
+        finally:
+            with self._lock:
+                self._current = None
+
+    def _deliver(self, job: Job, result: Any) -> None:
+        qimages = [pil_to_qimage(item.image) for item in result.images]
+        self.images_generated.emit(
+            job.job_id,
+            JobImages(
+                job.job_id,
+                qimages,
+                list(result.images),
+                result.model,
+                result.request,
+                list(result.warnings),
+            ),
+        )
+        with self._lock:
+            root = self._output_dir
+        if root is None:
+            from desktop.engine.settings import load_settings
+
+            root = load_settings().output_path
+        # Saving runs even when a cancel arrives now: the images are complete, and an
+        # interrupted save is what leaves half-written files.
+        try:
+            saved = save_images(list(result.images), result.model, root)
+        except SandstormError as exc:
+            self.save_failed.emit(job.job_id, str(exc))
+            saved = []
+        self.job_finished.emit(job.job_id, saved)
