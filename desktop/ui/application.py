@@ -58,6 +58,8 @@ def run_gui(argv: list[str]) -> int:
     app = QApplication.instance() or QApplication([sys.argv[0], *argv])
     app.setApplicationName("Sandstorm")
     app.setOrganizationName("Sandstorm")
+    # Matches the installed sandstorm.desktop, so Wayland docks show the right icon.
+    app.setDesktopFileName("sandstorm")
     for name in ("sandstorm.svg", "sandstorm.png"):
         icon_path = paths.RESOURCES / "icons" / name
         if icon_path.is_file():
@@ -118,11 +120,9 @@ def run_gui(argv: list[str]) -> int:
 
 
 def _install_gallery(window: MainWindow) -> None:
-    """Dock the gallery panel when it is part of this build (it is optional for the window)."""
-    try:
-        from desktop.ui.gallery_panel import install_gallery
-    except ImportError:
-        return
+    """Dock the gallery panel under the canvas."""
+    from desktop.ui.gallery_panel import install_gallery
+
     install_gallery(window)
 
 
@@ -132,10 +132,8 @@ def _single_instance(argv: list[str]) -> QObject | bool | None:
     A second launch forwards its arguments to the running window and exits; when that window
     does not answer (hung or gone), this launch carries on as a normal window.
     """
-    try:
-        from desktop.ui.single_instance import SingleInstance
-    except ImportError:
-        return None
+    from desktop.ui.single_instance import SingleInstance
+
     try:
         instance = SingleInstance()
         if not instance.try_become_primary() and instance.notify_primary(list(argv)):
