@@ -53,6 +53,7 @@ def _suites(quick: bool) -> list[tuple[str, Callable[[], dict]]]:
     suites: list[tuple[str, Callable[[], dict]]] = [
         ("engine", lambda: engine_bench.engine_overhead(model, size, rounds=3 if quick else 9)),
         ("second job", lambda: engine_bench.second_job(model, size)),
+        ("discovery", engine_bench.discovery),
         ("memory", lambda: engine_bench.memory(model, size, generations=20 if quick else 100)),
     ]
     suites.append(("startup", lambda: _optional("bench.startup_bench", repeats=3 if quick else 5)))

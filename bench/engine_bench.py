@@ -143,6 +143,29 @@ def memory(model: str, size: int, generations: int = 100) -> dict:
     return result
 
 
+def discovery(files: int = 100) -> dict:
+    """Model discovery over ``files`` checkpoints: headers only, so it stays in milliseconds."""
+    import torch
+    from safetensors.torch import save_file
+
+    from desktop.engine.models import scan
+
+    folder = Path(tempfile.mkdtemp(prefix="sandstorm-scan-"))
+    tensors = {
+        "model.diffusion_model.input_blocks.0.0.weight": torch.zeros(320, 4, 3, 3),
+        "cond_stage_model.transformer.text_model.embeddings.token_embedding.weight": torch.zeros(
+            4096, 768
+        ),
+    }
+    for i in range(files):
+        save_file(tensors, str(folder / f"model-{i:03d}.safetensors"))
+    start = time.perf_counter()
+    found = scan([folder], include_builtin=False)
+    elapsed = time.perf_counter() - start
+    assert len(found) == files
+    return {"scan_100_files_ms": elapsed * 1000 * 100 / files}
+
+
 def _timed(fn) -> float:
     start = time.perf_counter()
     fn()
