@@ -195,7 +195,9 @@ def _timestamp(value: dt.datetime | dt.date | float | int | None, end: bool) -> 
     if value is None:
         return None
     if isinstance(value, dt.datetime):
-        return value.timestamp()
+        # datetimes keep microseconds only: an item's own created_at as an "until" bound
+        # must still include the item, whose float time may lie just past the truncation.
+        return value.timestamp() + (1e-6 if end else 0.0)
     if isinstance(value, dt.date):
         day = value + dt.timedelta(days=1) if end else value
         return dt.datetime.combine(day, dt.time()).timestamp()

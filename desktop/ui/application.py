@@ -49,6 +49,7 @@ def run_gui(argv: list[str]) -> int:
     from PySide6.QtWidgets import QApplication
 
     from desktop.engine import paths
+    from desktop.ui.download_dialog import install_download_action
     from desktop.ui.main_window import MainWindow
     from desktop.ui.theme import apply_theme
 
@@ -72,6 +73,7 @@ def run_gui(argv: list[str]) -> int:
     apply_theme(app)
     window = MainWindow()
     _install_gallery(window)
+    install_download_action(window)
     if instance is not None:
         instance.activation_requested.connect(lambda args: _activate(window, args))
     _open_argument_images(window, argv)
