@@ -56,15 +56,18 @@ def _suites(quick: bool) -> list[tuple[str, Callable[[], dict]]]:
         ("discovery", engine_bench.discovery),
         ("memory", lambda: engine_bench.memory(model, size, generations=20 if quick else 100)),
     ]
-    suites.append(("startup", lambda: _optional("bench.startup_bench", repeats=3 if quick else 5)))
-    suites.append(("gui", lambda: _optional("bench.gui_bench", model=model, size=size)))
-    suites.append(
-        ("gallery", lambda: _optional("bench.gallery_bench", n=2000 if quick else 10_000))
-    )
+    n = 2000 if quick else 10_000
+    suites += [
+        ("startup", lambda: _suite("bench.startup_bench", repeats=3 if quick else 5)),
+        ("gui", lambda: _suite("bench.gui_bench", model=model, size=size)),
+        ("gallery", lambda: _suite("bench.gallery_bench", n=n)),
+        ("gallery ui", lambda: _suite("bench.gallery_ui_bench", n=n)),
+    ]
     return suites
 
 
-def _optional(module: str, **kwargs) -> dict:
+def _suite(module: str, **kwargs: object) -> dict:
+    """Import a benchmark module only when it runs (the GUI ones pull in Qt)."""
     import importlib
 
     return importlib.import_module(module).run(**kwargs)

@@ -76,17 +76,25 @@ def engine_overhead(model: str, size: int, rounds: int = 7) -> dict:
     def ours(previews: bool) -> None:
         engine.generate(request, Progress(previews=previews))
 
+    # Rotate the order every round so warm-up and drift do not favour one variant.
+    variants = {"bare": bare, "previews": lambda: ours(True), "no_previews": lambda: ours(False)}
+    names = list(variants)
     ratios, preview_ratios = [], []
-    for _ in range(rounds):
-        a = _timed(bare)
-        b = _timed(lambda: ours(True))
-        c = _timed(lambda: ours(False))
-        ratios.append(b / a)
-        preview_ratios.append(b / c)
+    for round_index in range(rounds):
+        order = names[round_index % 3 :] + names[: round_index % 3]
+        times = {name: _timed(variants[name]) for name in order}
+        ratios.append(times["previews"] / times["bare"])
+        preview_ratios.append(times["previews"] / times["no_previews"])
     step_ms = statistics.median([_timed(lambda: ours(False)) for _ in range(3)]) / request.steps
+    # The preview's own cost, timed directly (the A/B ratio above is within run-to-run noise).
+    latents = torch.randn(1, pipe.unet.config.in_channels, size // 8, size // 8)
+    previewer = engine._previewer
+    preview_s = _timed(lambda: [previewer(latents) for _ in range(200)]) / 200
     return {
         "engine_overhead_ratio": statistics.median(ratios),
         "preview_cost_ratio": statistics.median(preview_ratios),
+        "preview_ms_per_step": preview_s * 1000,
+        "preview_share_of_step": preview_s / step_ms,
         "step_ms": step_ms * 1000,
     }
 
