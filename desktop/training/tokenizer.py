@@ -18,7 +18,7 @@ EOS = "<|endoftext|>"
 MAX_LENGTH = 32
 
 
-def _bytes_to_unicode() -> dict[int, str]:
+def bytes_to_unicode() -> dict[int, str]:
     """CLIP's reversible byte -> printable character table (as in the original BPE code)."""
     printable = (
         list(range(ord("!"), ord("~") + 1))
@@ -52,7 +52,7 @@ def build_vocab(words: Iterable[str]) -> tuple[dict[str, int], list[tuple[str, s
     Merges for a word are appended after all earlier ones, so they only act once the
     earlier merges are exhausted and never change how an earlier word is split.
     """
-    base = list(_bytes_to_unicode().values())
+    base = list(bytes_to_unicode().values())
     tokens: list[str] = base + [c + "</w>" for c in base]
     merges: list[tuple[str, str]] = []
     ranks: dict[tuple[str, str], int] = {}
