@@ -42,21 +42,46 @@ def _probe(pipe, workdir: Path, step: int, elapsed: float, count: int = 27) -> d
     return record
 
 
+def _load_trained(workdir: Path) -> tuple:
+    """The UNet and text encoder a previous run saved in ``workdir`` (float32)."""
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    if not (workdir / "unet" / "config.json").is_file():
+        raise SystemExit(f"--reuse-unet: no trained UNet in {workdir / 'unet'}")
+    unet = UNet2DConditionModel.from_pretrained(workdir / "unet", torch_dtype=torch.float32)
+    text_encoder = CLIPTextModel.from_pretrained(
+        workdir / "text_encoder", torch_dtype=torch.float32
+    )
+    return unet.eval(), text_encoder.eval()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m desktop.training", description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("models/builtin"))
+    parser.add_argument(
+        "--figures", type=Path, default=Path("models/figures"),
+        help="where the loss curve and the sample grid go (kept out of the model folder)",
+    )  # fmt: skip
     parser.add_argument("--workdir", type=Path, default=Path("training-runs/builtin"))
-    parser.add_argument("--vae-minutes", type=float, default=12.0)
+    parser.add_argument("--vae-minutes", type=float, default=14.0)
     parser.add_argument("--unet-minutes", type=float, default=58.0)
-    parser.add_argument("--decoder-minutes", type=float, default=12.0)
+    parser.add_argument("--decoder-minutes", type=float, default=8.0)
     parser.add_argument("--save-every", type=float, default=10.0, help="minutes")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--cache-size", type=int, default=40_000)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1, help="1 is fastest on a busy machine")
+    parser.add_argument(
+        "--threads", type=int, default=2, help="2 on an idle 2-core machine; 1 if it is busy"
+    )
     parser.add_argument("--eval-count", type=int, default=64)
     parser.add_argument("--fresh", action="store_true", help="retrain the VAE and tokenizer")
+    parser.add_argument(
+        "--reuse-unet", action="store_true",
+        help="keep the UNet and text encoder of the work folder's last run (then only the "
+        "decoder fine-tune, export and evaluation run)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(args.threads)
@@ -75,40 +100,54 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not (workdir / "vae" / "config.json").exists():
         train_vae(workdir, args.vae_minutes, seed=args.seed)
     vae = AutoencoderKL.from_pretrained(workdir / "vae").eval()
+    ceiling = evaluate.reconstruction_accuracy(vae, data.evaluation_cases(args.eval_count))
+    print("VAE reconstructions of the evaluation scenes: "
+          + " ".join(f"{k}={v:.2f}" for k, v in ceiling.items()), flush=True)  # fmt: skip
 
     def checkpoint(unet, text_encoder, step: int, elapsed: float) -> None:
         export.export_model(args.out, vae, text_encoder, tokenizer, unet)
         pipe = export.make_pipeline(vae, text_encoder, tokenizer, unet)
         _probe(pipe, workdir, step, elapsed)
 
-    unet, text_encoder, stats = train_unet(
-        workdir,
-        args.unet_minutes,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        seed=args.seed,
-        cache_size=args.cache_size,
-        save_every_minutes=args.save_every,
-        on_checkpoint=checkpoint,
-    )
+    if args.reuse_unet:
+        unet, text_encoder = _load_trained(workdir)
+        stats = json.loads((workdir / "unet_stats.json").read_text(encoding="utf-8"))
+    else:
+        unet, text_encoder, stats = train_unet(
+            workdir,
+            args.unet_minutes,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            seed=args.seed,
+            cache_size=args.cache_size,
+            save_every_minutes=args.save_every,
+            on_checkpoint=checkpoint,
+        )
+        unet.save_pretrained(workdir / "unet")
+        text_encoder.save_pretrained(workdir / "text_encoder")
     if args.decoder_minutes > 0:
         finetune_decoder(workdir, args.decoder_minutes, seed=args.seed)
-    # The decoder may have been sharpened meanwhile; the encoder (and so the latents) is fixed.
-    vae = AutoencoderKL.from_pretrained(workdir / "vae").eval()
+        # The encoder (and so the latents the UNet learned) is unchanged.
+        vae = AutoencoderKL.from_pretrained(workdir / "vae").eval()
+        ceiling = evaluate.reconstruction_accuracy(vae, data.evaluation_cases(args.eval_count))
+        print("after the decoder fine-tune: "
+              + " ".join(f"{k}={v:.2f}" for k, v in ceiling.items()), flush=True)  # fmt: skip
     export.export_model(args.out, vae, text_encoder, tokenizer, unet)
     print(f"model written to {args.out} ({export.folder_size(args.out) / 2**20:.1f} MiB)")
-    plots.loss_curve(workdir, args.out / "loss-curve.png")
+    args.figures.mkdir(parents=True, exist_ok=True)
+    plots.loss_curve(workdir, args.figures / "builtin-loss-curve.png")
 
     generate = evaluate.engine_generator(args.out)
     cases = data.evaluation_cases(args.eval_count)
     result = evaluate.evaluate(generate, cases)
-    evaluate.image_grid(result["images"]).save(args.out / "samples.png")
+    evaluate.image_grid(result["images"]).save(args.figures / "builtin-samples.png")
     table = evaluate.format_table(result["accuracy"], len(cases))
     print(table)
     summary = {
         **stats,
         "total_minutes": round((time.perf_counter() - started) / 60, 1),
         "accuracy": result["accuracy"],
+        "vae_reconstruction_accuracy": ceiling,
         "seconds_per_picture": result["seconds"] / len(cases),
     }
     (workdir / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")

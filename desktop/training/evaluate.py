@@ -121,6 +121,27 @@ def evaluate(
     return {"accuracy": accuracy, "rows": rows, "images": images, "seconds": elapsed}
 
 
+def reconstruction_accuracy(vae: Any, cases: Sequence[data.EvalCase]) -> dict[str, float]:
+    """Score the VAE's reconstructions of the scenes ``cases`` ask for.
+
+    This is the ceiling the diffusion model can reach: a colour or outline the decoder cannot
+    draw back from the latents cannot be generated either.
+    """
+    import torch
+
+    from desktop.training import common
+
+    images = common.to_tensor([data.render(c.scene) for c in cases])
+    with torch.no_grad():
+        recon = vae.decode(vae.encode(images).latent_dist.mean).sample.clamp(-1, 1)
+    array = ((recon + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    hits = {name: 0 for name in score.ATTRIBUTES}
+    for case, pixels in zip(cases, array, strict=True):
+        for name, ok in score.score(Image.fromarray(pixels), case.scene).items():
+            hits[name] += ok
+    return {name: hits[name] / len(cases) for name in score.ATTRIBUTES}
+
+
 def format_table(accuracy: dict[str, float], count: int) -> str:
     """A Markdown table of accuracy against the targets."""
     lines = [

@@ -14,7 +14,7 @@ import torch
 
 from desktop.training import architecture, common, data
 
-DEFAULTS = {"default_sampler": "DPM++ 2M", "default_steps": 20, "default_cfg": 6.0}
+DEFAULTS = {"default_sampler": "DPM++ 2M", "default_steps": 20, "default_cfg": 2.5}
 EXAMPLE_PROMPTS = (
     "a big red circle on the left, blue background",
     "small yellow triangle at the top on black",
@@ -90,11 +90,7 @@ def export_model(
         **(defaults or {}),
     }
     (staging / "sandstorm.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-    # Keep files that are not part of the model (README figures) across re-exports.
     if out.exists():
-        for extra in out.iterdir():
-            if extra.is_file() and extra.suffix == ".png":
-                shutil.copy2(extra, staging / extra.name)
         shutil.rmtree(out)
     staging.rename(out)
     return out

@@ -41,9 +41,9 @@ def loss_curve(workdir: Path, out: Path) -> Path:
     fig, axes = plt.subplots(1, 3, figsize=(14, 3.6))
     for ax, (name, label) in zip(
         axes,
-        (("vae_loss.jsonl", "VAE reconstruction (L1 + MSE)"),
-         ("unet_loss.jsonl", "UNet ε-prediction MSE"),
-         ("decoder_loss.jsonl", "decoder fine-tune (weighted)")),
+        (("vae_loss.jsonl", "VAE reconstruction (weighted L1 + MSE)"),
+         ("unet_loss.jsonl", "UNet ε-prediction MSE (1/SNR-weighted)"),
+         ("decoder_loss.jsonl", "decoder fine-tune (outline-weighted)")),
         strict=True,
     ):  # fmt: skip
         xs, ys = _read(workdir / name)
