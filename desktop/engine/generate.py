@@ -27,7 +27,7 @@ import torch
 from PIL import Image
 
 from desktop.engine import paths
-from desktop.engine.errors import Cancelled, GenerationError, ModelError
+from desktop.engine.errors import Cancelled, GenerationError, ModelError, RequestError
 from desktop.engine.models import ModelInfo, find_model
 from desktop.engine.previews import Previewer, previewer_for
 from desktop.engine.progress import Progress, StepUpdate
@@ -192,6 +192,7 @@ class Engine:
         """Run one request. Raises ``Cancelled`` or a ``SandstormError`` with a clear message."""
         progress = progress or Progress()
         started = time.perf_counter()
+        check_supported(request)
         progress.check_cancelled()
         # 1. Resolve and load the model (a no-op when it is already loaded).
         info = self.resolve_model(request.model)
@@ -272,6 +273,21 @@ class Engine:
         gc.collect()
         if self.device == "cuda":
             torch.cuda.empty_cache()
+
+
+#: The request's list parts this engine can run so far (each later feature adds its own).
+SUPPORTED_PARTS: frozenset[str] = frozenset()
+
+
+def check_supported(request: GenerationRequest) -> None:
+    """Refuse, before any work, a request that uses a part this engine cannot run yet."""
+    missing = [part for part in request.used_parts() if part not in SUPPORTED_PARTS]
+    if missing:
+        raise RequestError(
+            f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not supported yet "
+            "by this version of Sandstorm; remove "
+            f"{'it' if len(missing) == 1 else 'them'} from the request to generate."
+        )
 
 
 def _truncation_warning(tokenizer: Any, text: str) -> str | None:

@@ -40,6 +40,7 @@ from desktop.engine.errors import RequestError, SandstormError
 from desktop.engine.model_folders import checkpoint_folders
 from desktop.engine.models import ModelInfo, default_model_folders, scan
 from desktop.engine.request import GenerationRequest, snap_size
+from desktop.engine.results import save_results
 from desktop.engine.settings import Settings, load_settings, save_settings
 from desktop.ui.canvas import ImageCanvas
 from desktop.ui.form import FormState
@@ -51,7 +52,6 @@ from desktop.ui.message_bar import MessageBar
 from desktop.ui.prompt_panel import PromptPanel
 from desktop.ui.queue_view import QueueView
 from desktop.ui.sampler_panel import SamplerPanel
-from desktop.ui.saving import save_images
 from desktop.ui.settings_dialog import SettingsDialog
 from desktop.ui.worker import EngineFactory, GenerationWorker, JobImages
 
@@ -640,7 +640,7 @@ class MainWindow(QMainWindow):
             if not folder:
                 return []
         try:
-            saved = save_images(self.last_images.images, self.last_images.model, Path(folder))
+            saved = save_results(self.last_images.images, self.last_images.model, Path(folder))
         except SandstormError as exc:
             self.show_message(str(exc), action=("Save as…", self.save_last_images_as))
             return []

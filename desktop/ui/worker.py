@@ -21,10 +21,10 @@ from PySide6.QtGui import QImage
 
 from desktop.engine.errors import Cancelled, SandstormError
 from desktop.engine.progress import Progress, StepUpdate
+from desktop.engine.results import save_results
 from desktop.ui import threads
 from desktop.ui.jobs import Job
 from desktop.ui.qimage import pil_to_qimage
-from desktop.ui.saving import save_images
 
 EngineFactory = Callable[[str], Any]
 
@@ -295,7 +295,7 @@ class GenerationWorker(QThread):
         # Saving runs even when a cancel arrives now: the images are complete, and an
         # interrupted save is what leaves half-written files.
         try:
-            saved = save_images(list(result.images), result.model, root)
+            saved = save_results(list(result.images), result.model, root)
         except SandstormError as exc:
             self.save_failed.emit(job.job_id, str(exc))
             saved = []
