@@ -16,25 +16,23 @@ from typing import Any
 
 from desktop.engine import paths
 
-SETTINGS_VERSION = 1
+SETTINGS_VERSION = 2
+#: What happens to jobs still waiting when the app last closed or crashed.
+QUEUE_ON_START = ("run", "paused")
 
 
 @dataclass
 class Settings:
-    """Everything that persists across restarts."""
+    """Everything that persists across restarts.
+
+    ``last_request`` holds the generation settings the user last had in the panels, by
+    setting name: exactly the settings declared with ``remember=True`` in
+    ``desktop.engine.request`` (see ``remembered``). Empty on a first start.
+    """
 
     version: int = SETTINGS_VERSION
-    last_model: str = ""
-    prompt: str = ""
-    negative_prompt: str = ""
-    sampler: str = ""
-    schedule: str = "Automatic"
-    steps: int = 0
-    cfg_scale: float = 0.0
-    width: int = 0
-    height: int = 0
-    batch_size: int = 1
-    strength: float = 0.75
+    last_request: dict[str, Any] = field(default_factory=dict)
+    queue_on_start: str = "run"
     output_dir: str = ""
     extra_model_folders: list[str] = field(default_factory=list)
     device: str = "auto"
@@ -69,8 +67,22 @@ def load_settings(path: Path | None = None) -> Settings:
             name in known and isinstance(getattr(defaults, name), float) and isinstance(value, int)
         ):
             values[name] = float(value)
+    if data.get("version") == 1:
+        values["last_request"] = _from_version_1(data)
+    if values.get("queue_on_start") not in QUEUE_ON_START:
+        values.pop("queue_on_start", None)
     values["version"] = SETTINGS_VERSION
     return Settings(**values)
+
+
+def _from_version_1(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 1 kept each panel value as its own top-level key (zero/empty: unset)."""
+    names = ("prompt", "negative_prompt", "sampler", "schedule", "steps", "cfg_scale")
+    names += ("width", "height", "batch_size", "strength")
+    last = {name: data[name] for name in names if data.get(name) not in (None, "", 0, 0.0)}
+    if isinstance(data.get("last_model"), str) and data["last_model"]:
+        last["model"] = data["last_model"]
+    return last
 
 
 def save_settings(settings: Settings, path: Path | None = None) -> None:
