@@ -15,10 +15,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from desktop.engine.environment import apply_defaults  # noqa: E402 (needs sys.path above)
+
+apply_defaults()
 RESULTS = ROOT / "bench" / "results"
 
 GOALS = {

@@ -22,7 +22,7 @@ if __package__ in (None, ""):
 
 from PIL import Image
 
-from desktop.engine.gallery import Gallery, GalleryItem
+from desktop.engine.gallery import Gallery, index_row
 from desktop.engine.request import GenerationRequest
 
 WORDS = [
@@ -72,11 +72,9 @@ def _fill(gallery: Gallery, n: int, rng: random.Random) -> float:
     rows = []
     for i in range(n):
         prompt = ", ".join(rng.sample(WORDS, 6)) + f", detailed {i}"
-        item = GalleryItem(
-            path=gallery.root / "bench" / f"{i:06d}.png",
+        request = GenerationRequest(
             prompt=prompt,
             negative_prompt="blurry, lowres",
-            model=rng.choice(MODELS),
             sampler="DPM++ 2M",
             schedule="Karras",
             seed=rng.randrange(2**32),
@@ -84,11 +82,16 @@ def _fill(gallery: Gallery, n: int, rng: random.Random) -> float:
             cfg_scale=7.0,
             width=512,
             height=512,
+        )
+        row = index_row(
+            gallery.root / "bench" / f"{i:06d}.png",
+            request,
+            model=rng.choice(MODELS),
             created=now - (n - i) * 60,
             favourite=rng.random() < 0.05,
             source="sandstorm",
         )
-        rows.append((item, 0, 0))
+        rows.append(row)
     start = time.perf_counter()
     gallery._upsert(rows)  # the bulk path sync() uses, without files behind the rows
     return time.perf_counter() - start

@@ -21,13 +21,15 @@ def run(model: str, size: int, steps: int = 20, rounds: int = 3) -> dict:
     app = QApplication.instance() or QApplication([])
     save_settings(
         Settings(
-            last_model=model,
-            prompt="a big red circle on the left",
-            sampler="Euler",
-            steps=steps,
-            cfg_scale=5.0,
-            width=size,
-            height=size,
+            last_request={
+                "model": model,
+                "prompt": "a big red circle on the left",
+                "sampler": "Euler",
+                "steps": steps,
+                "cfg_scale": 5.0,
+                "width": size,
+                "height": size,
+            },
             device="cpu",
         )
     )

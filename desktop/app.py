@@ -7,12 +7,12 @@ loads (the engine imports happen in the worker thread).
 
 from __future__ import annotations
 
-import os
 import sys
 
-# Idle OpenMP workers spin by default; on a machine whose cores are busy (a desktop running
-# other apps) that made CPU generation up to 150x slower. Must be set before torch loads.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from desktop.engine.environment import apply_defaults
+
+# Before torch loads: sleeping OpenMP workers, offline Hub libraries (see environment.py).
+apply_defaults()
 
 CLI_COMMANDS = ("generate", "models", "info")
 CLI_FLAGS = ("--version", "--check", "-h", "--help")

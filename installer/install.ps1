@@ -28,8 +28,19 @@ param(
 )
 
 $ErrorActionPreference = 'Stop'
-$TorchVersion = '2.13.0'
 $Repo = (Resolve-Path (Join-Path $PSScriptRoot '..')).Path
+# The torch version is pinned in one place, installer\constraints.txt ("torch==X.Y.Z").
+$Constraints = Join-Path $Repo 'installer\constraints.txt'
+$TorchVersion = ''
+if (Test-Path -LiteralPath $Constraints) {
+    foreach ($line in Get-Content -LiteralPath $Constraints) {
+        if ($line -match '^\s*torch\s*==\s*([0-9][0-9A-Za-z.]*)') { $TorchVersion = $Matches[1]; break }
+    }
+}
+if (-not $TorchVersion) {
+    Write-Host "error: no torch==VERSION line in $Constraints; restore it from a complete copy of Sandstorm" -ForegroundColor Red
+    exit 1
+}
 $Prefix = [System.IO.Path]::GetFullPath($Prefix)
 $Venv = Join-Path $Prefix 'venv'
 $Manifest = Join-Path $Prefix 'install-manifest.txt'

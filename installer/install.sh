@@ -20,7 +20,6 @@
 
 set -eu
 
-TORCH_VERSION="2.13.0"
 TORCH_CPU_INDEX="https://download.pytorch.org/whl/cpu"
 APP_ID="sandstorm"
 MANIFEST_NAME="install-manifest.txt"
@@ -37,6 +36,11 @@ die() {
     exit 1
 }
 
+# The torch version is pinned in one place, installer/constraints.txt ("torch==X.Y.Z").
+CONSTRAINTS="$REPO/installer/constraints.txt"
+TORCH_VERSION=$(sed -n 's/^[[:space:]]*torch[[:space:]]*==[[:space:]]*\([0-9][0-9A-Za-z.]*\).*/\1/p' "$CONSTRAINTS" 2>/dev/null | head -n 1)
+[ -n "$TORCH_VERSION" ] || die "no torch==VERSION line in $CONSTRAINTS; restore it from a complete copy of Sandstorm"
+
 usage() {
     cat <<EOF
 Usage: installer/install.sh [--prefix DIR] [--no-launch] [--uninstall]
@@ -47,6 +51,8 @@ Install Sandstorm from this checkout ($REPO) and open it.
                  (default: $(default_prefix))
   --no-launch    install only; do not open the app afterwards
   --uninstall    remove what a previous install created (keeps models, gallery, settings)
+  --print-torch-version
+                 print the torch version this installer installs (from constraints.txt)
   -h, --help     show this help
 EOF
 }
@@ -80,6 +86,10 @@ while [ $# -gt 0 ]; do
         --uninstall)
             UNINSTALL=1
             shift
+            ;;
+        --print-torch-version)
+            printf '%s\n' "$TORCH_VERSION"
+            exit 0
             ;;
         -h | --help)
             usage

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-# Spinning OpenMP workers make CPU generation crawl when the cores are busy (see app.py).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from desktop.engine.environment import apply_defaults
+
+# As the app does, before anything imports torch (see desktop/engine/environment.py).
+apply_defaults()
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 

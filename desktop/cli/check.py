@@ -16,6 +16,7 @@ import platform
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from desktop import __version__
 
@@ -73,27 +74,24 @@ def _torch_build() -> str:
 
 def _device(setting: str) -> str:
     """The device generation would use, with the GPU's name when there is one."""
-    try:
-        from desktop.engine.devices import resolve_device
-    except ImportError:
-        resolve_device = None
     import torch
 
-    if resolve_device is not None:
-        try:
-            device = resolve_device(setting)
-        except Exception as exc:  # a device chosen in the settings that is not there
-            device = resolve_device("auto")
-            return f"{device} (the setting {setting!r} cannot be used: {exc})"
-    elif torch.cuda.is_available():
-        device = "cuda"
-    elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        device = "mps"
-    else:
-        device = "cpu"
-    if str(device).startswith("cuda"):
-        return f"{device} ({torch.cuda.get_device_name(0)})"
-    return str(device)
+    from desktop.engine.devices import parse_device, resolve_device
+    from desktop.engine.errors import RequestError
+
+    try:
+        device = resolve_device(parse_device(setting))
+    except RequestError as exc:  # a device chosen in the settings that is not there
+        device = resolve_device("auto")
+        return f"{_with_gpu_name(device, torch)} (the setting {setting!r} cannot be used: {exc})"
+    return _with_gpu_name(device, torch)
+
+
+def _with_gpu_name(device: str, torch: Any) -> str:
+    if device.startswith("cuda"):
+        _, _, index = device.partition(":")
+        return f"{device} ({torch.cuda.get_device_name(int(index or 0))})"
+    return device
 
 
 def _settings() -> tuple[str, list[str]]:
@@ -129,7 +127,9 @@ def _qt_offscreen() -> tuple[bool, str]:
 
 def run_check() -> int:
     """Print the diagnostics; return 0 when the install can generate, 1 when it is broken."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from desktop.engine.environment import apply_defaults
+
+    apply_defaults()
     problems: list[str] = []
     notes: list[str] = []
 
@@ -167,14 +167,15 @@ def run_check() -> int:
             "complete copy of Sandstorm"
         )
 
-    folders = list(models.default_model_folders())
-    if sources:
-        from desktop.engine.model_folders import checkpoint_folders
+    from desktop.engine.model_folders import checkpoint_search_folders, folders_for
 
-        folders += checkpoint_folders(sources)
+    folders = checkpoint_search_folders(sources)
     for folder in folders:
         state = "" if Path(folder).is_dir() else "  (does not exist yet)"
         _line("Models in", f"{folder}{state}")
+    for folder in folders_for("vae", sources):
+        if Path(folder).is_dir():
+            _line("VAEs in", folder)
 
     builtin = paths.BUILTIN_MODEL / "model_index.json"
     _line("Built-in", "present" if builtin.is_file() else f"missing ({paths.BUILTIN_MODEL})")

@@ -10,54 +10,100 @@ from typing import Any
 
 from desktop.cli import fail
 from desktop.engine.errors import SandstormError
+from desktop.engine.schema import FieldInfo
+
+#: Where a setting's value comes from when its flag is not given: the model's defaults.
+_MODEL_DEFAULTS = {
+    "sampler": "sampler",
+    "steps": "steps",
+    "cfg_scale": "cfg_scale",
+    "width": "width",
+    "height": "height",
+}
 
 
 def add_parser(sub: Any) -> None:
+    """``generate``: one flag per request setting (from its declaration), plus output flags."""
+    from desktop.engine.devices import DEVICE_CHOICES_HELP
+
     p = sub.add_parser("generate", help="generate images from a prompt, without the window")
-    p.add_argument("--prompt", required=True, help="what to draw")
-    p.add_argument("--negative", default="", help="what to avoid")
-    p.add_argument("--model", default="", help="model file/folder path or discovered name")
-    p.add_argument("--vae", default="", help="VAE override (path or name in models/vae)")
-    p.add_argument("--sampler", default=None, help="sampler name, e.g. 'DPM++ 2M'")
-    p.add_argument("--schedule", default="Automatic", help="Automatic, Karras or Exponential")
-    p.add_argument("--steps", type=int, default=None)
-    p.add_argument("--cfg", type=float, default=None, help="CFG scale")
-    p.add_argument("--seed", type=int, default=-1, help="-1 for random")
-    p.add_argument("--width", type=int, default=None)
-    p.add_argument("--height", type=int, default=None)
-    p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--init-image", default=None, help="image for img2img")
-    p.add_argument("--strength", type=float, default=0.75, help="img2img denoising strength")
+    for info in cli_fields():
+        flag = info.spec.cli_flag(info.name)
+        assert flag is not None
+        help_text = info.spec.help or info.label
+        allowed = info.spec.allowed()
+        if allowed is not None:
+            help_text += f" ({', '.join(allowed)})"
+        if info.spec.model_default:
+            help_text += "; default: the model's"
+        elif info.default not in (None, ""):
+            help_text += f"; default: {info.default}"
+        p.add_argument(
+            flag,
+            dest=info.name,
+            metavar=info.kind.upper() if info.kind != "text" else "TEXT",
+            type=_parser_for(info),
+            default=None,
+            required=info.name == "prompt",
+            help=help_text,
+        )
     p.add_argument("--out", type=Path, default=None, help="output folder (default: gallery)")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    p.add_argument("--device", default="auto", type=_device, help=DEVICE_CHOICES_HELP)
     p.add_argument("--json", action="store_true", help="print a JSON object instead of paths")
     p.set_defaults(func=run)
 
 
+def cli_fields() -> list[FieldInfo]:
+    """The request settings that have a command-line flag, in declaration order."""
+    from desktop.engine.request import request_fields
+
+    return [
+        info
+        for info in request_fields()
+        if info.kind not in ("part", "parts") and info.spec.cli_flag(info.name) is not None
+    ]
+
+
+def _parser_for(info: FieldInfo) -> Any:
+    from desktop.engine.schema import parse_text
+
+    def parse(text: str) -> Any:
+        try:
+            return parse_text(info, text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"{info.label}: {exc}") from exc
+
+    parse.__name__ = info.kind  # argparse names the type in its error message
+    return parse
+
+
+def _device(text: str) -> str:
+    from desktop.engine.devices import parse_device
+
+    try:
+        return parse_device(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
 def build_request(args: argparse.Namespace) -> Any:
-    """Make the request, filling unset values from the model's defaults."""
+    """Make the request from the flags; settings not given take the model's defaults (for
+    those declared ``model_default``) or the declared default."""
     from desktop.engine.defaults import defaults_for
     from desktop.engine.models import find_model
     from desktop.engine.request import GenerationRequest
 
-    info = find_model(args.model)
+    info = find_model(args.model or "")
     defaults = defaults_for(info)
-    return GenerationRequest(
-        prompt=args.prompt,
-        negative_prompt=args.negative,
-        model=str(info.path) if args.model else "",
-        vae=args.vae,
-        sampler=args.sampler or defaults.sampler,
-        schedule=args.schedule,
-        steps=args.steps if args.steps is not None else defaults.steps,
-        cfg_scale=args.cfg if args.cfg is not None else defaults.cfg_scale,
-        seed=args.seed,
-        width=args.width or defaults.width,
-        height=args.height or defaults.height,
-        batch_size=args.batch,
-        init_image=args.init_image,
-        strength=args.strength,
-    )
+    values: dict[str, Any] = {}
+    for field in cli_fields():
+        value = getattr(args, field.name, None)
+        if value is None and field.spec.model_default and field.name in _MODEL_DEFAULTS:
+            value = getattr(defaults, _MODEL_DEFAULTS[field.name])
+        if value is not None:
+            values[field.name] = value
+    values["model"] = str(info.path) if args.model else ""
+    return GenerationRequest.from_values(values)
 
 
 class _TerminalProgress:
@@ -83,9 +129,9 @@ class _TerminalProgress:
 
 
 def run(args: argparse.Namespace) -> int:
-    from desktop.engine.gallery import Gallery
-    from desktop.engine.generate import Engine
+    from desktop.engine.backend import LocalBackend
     from desktop.engine.progress import Progress
+    from desktop.engine.results import save_results
 
     bar = _TerminalProgress()
 
@@ -101,13 +147,9 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         request = build_request(args)
-        engine = Engine(device=args.device)
-        result = engine.generate(request, CliProgress(job_id="cli", previews=False))
-        gallery = Gallery(root=args.out) if args.out else Gallery()
-        try:
-            saved = [gallery.save(g.image, g.request, result.model) for g in result.images]
-        finally:
-            gallery.close()
+        backend = LocalBackend(device=args.device)
+        result = backend.generate(request, CliProgress(job_id="cli", previews=False))
+        saved = save_results(result.images, result.model, args.out)
     except SandstormError as exc:
         return fail(str(exc))
     paths = [str(item.path) for item in saved]

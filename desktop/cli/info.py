@@ -1,7 +1,8 @@
 """``sandstorm info IMAGE``: show the generation settings stored in an image.
 
 Uses the same reader as the window, so it understands Sandstorm, AUTOMATIC1111, ComfyUI,
-InvokeAI and Fooocus images.
+InvokeAI and Fooocus images. The lines and JSON fields follow the request's declared
+settings (``request_fields()``): each is shown by its label, in declaration order.
 """
 
 from __future__ import annotations
@@ -12,7 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from desktop.cli import fail
-from desktop.engine.metadata import ImageMetadata, format_number, read_metadata
+from desktop.engine import schema
+from desktop.engine.metadata import ImageMetadata, read_metadata
+from desktop.engine.metadata.writer import COMPOSED
+from desktop.engine.parts import ControlUnit, HiresSpec, LoraRef, MaskSpec, ReferenceImage
+from desktop.engine.request import GenerationRequest, request_fields
+from desktop.engine.schema import FieldInfo, format_value
 
 _SOURCE_LABELS = {
     "sandstorm": "Sandstorm",
@@ -21,6 +27,8 @@ _SOURCE_LABELS = {
     "invokeai": "InvokeAI",
     "none": "none",
 }
+#: Labels up to this long line their values up; longer ones are followed by one space.
+_LABEL_WIDTH = 16
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -37,44 +45,44 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def summary(meta: ImageMetadata) -> dict[str, Any]:
-    """The settings as a flat, JSON-serialisable dict."""
+    """The settings as a flat, JSON-serialisable dict: every declared setting by name.
+
+    A setting that does not matter for the request (strength without an init image) is
+    null, unless the image recorded it; ``model`` is the name the image recorded.
+    """
     data: dict[str, Any] = {"source": meta.source}
     request = meta.request
     if request is not None:
-        data.update(
-            prompt=request.prompt,
-            negative_prompt=request.negative_prompt,
-            seed=request.seed,
-            steps=request.steps,
-            sampler=request.sampler,
-            schedule=request.schedule,
-            cfg_scale=request.cfg_scale,
-            width=request.width,
-            height=request.height,
-            model=meta.model_name or request.model,
-            model_hash=meta.model_hash,
-            vae=request.vae,
-            init_image=request.init_image,
-            strength=request.strength if _has_strength(meta) else None,
-            request=request.to_dict(),
-        )
+        plain = schema.to_plain(request)
+        for info in request_fields():
+            data[info.name] = plain[info.name] if _shown(info, meta) else None
+        data["model"] = meta.model_name or request.model
+        data["model_hash"] = meta.model_hash
+        data["request"] = request.to_dict()
     data["extras"] = {str(k): _jsonable(v) for k, v in meta.extras.items()}
     return data
 
 
-def _has_strength(meta: ImageMetadata) -> bool:
-    # Foreign img2img images record the strength but not the init image's path.
+def _shown(info: FieldInfo, meta: ImageMetadata) -> bool:
     request = meta.request
     if request is None:
         return False
-    return (
-        request.is_img2img
-        or any(
-            key in meta.raw.get(chunk, "")
-            for chunk, key in (("parameters", "Denoising strength"), ("UserComment", "Denoising"))
-        )
-        or "denoise" in meta.extras
+    if info.spec.is_relevant(request):
+        return True
+    return info.name == "strength" and _strength_recorded(meta)
+
+
+def _strength_recorded(meta: ImageMetadata) -> bool:
+    """Foreign img2img images record the strength but not the init image's path."""
+    request = meta.request
+    if request is None or meta.source == "sandstorm":
+        return False
+    # In a txt2img infotext with a hires pass, "Denoising strength" is the hires denoise.
+    infotext = request.hires is None and any(
+        key in meta.raw.get(chunk, "")
+        for chunk, key in (("parameters", "Denoising strength"), ("UserComment", "Denoising"))
     )
+    return infotext or "denoise" in meta.extras
 
 
 def _jsonable(value: Any) -> Any:
@@ -85,32 +93,70 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def _line(label: str, value: str) -> str:
+    return f"{label + ':':<{_LABEL_WIDTH}} {value}"
+
+
+def _part_text(part: Any) -> str:
+    """One list part in words, e.g. ``name (UNet 0.8, text 0.8)``."""
+    v = format_value
+    if isinstance(part, LoraRef):
+        return f"{part.name} (UNet {v(part.unet_strength)}, text {v(part.text_strength)})"
+    if isinstance(part, ControlUnit):
+        model = f", model {part.model}" if part.model else ""
+        return (
+            f"{part.type} ({part.image}{model}, strength {v(part.strength)}, "
+            f"from {v(part.start)} to {v(part.end)})"
+        )
+    if isinstance(part, ReferenceImage):
+        model = f", model {part.model}" if part.model else ""
+        return f"{part.image} (weight {v(part.weight)}{model})"
+    if isinstance(part, MaskSpec):
+        area = f"only masked, padding {part.padding}px" if part.only_masked else "whole picture"
+        return f"{part.image} (blur {part.blur}px, {part.mode}, {area})"
+    if isinstance(part, HiresSpec):
+        steps = f", {part.steps} steps" if part.steps else ""
+        return f"{v(part.scale)}x {part.upscaler}{steps}, denoise {v(part.denoise)}"
+    return repr(part)
+
+
+def _setting_lines(meta: ImageMetadata, request: GenerationRequest) -> list[str]:
+    """``Label: value`` for each declared setting that is set, in declaration order.
+
+    Settings that share an infotext key are one line under that key (``Size: WxH``), as in
+    the infotext; ``Model`` is the recorded name with its hash; parts are shown when used.
+    """
+    lines: list[str] = []
+    composed: set[str] = set()
+    for info in request_fields():
+        if not _shown(info, meta):
+            continue
+        value = getattr(request, info.name)
+        key = info.spec.infotext
+        if key in COMPOSED:
+            if key not in composed:
+                composed.add(key)
+                lines.append(_line(key, COMPOSED[key](request)))
+        elif info.kind in ("part", "parts"):
+            parts = value if info.kind == "parts" else () if value is None else (value,)
+            if parts:
+                lines.append(_line(info.label, "; ".join(_part_text(p) for p in parts)))
+        elif info.name == "model":
+            model = meta.model_name or request.model
+            if model:
+                suffix = f" [{meta.model_hash}]" if meta.model_hash else ""
+                lines.append(_line(info.label, f"{model}{suffix}"))
+        elif value not in (None, "") or (info.default is None and not info.optional):
+            lines.append(_line(info.label, format_value(value)))
+    return lines
+
+
 def _lines(meta: ImageMetadata) -> list[str]:
-    lines = [f"Source:          {_SOURCE_LABELS.get(meta.source, meta.source)}"]
-    request = meta.request
-    if request is None:
+    lines = [_line("Source", _SOURCE_LABELS.get(meta.source, meta.source))]
+    if meta.request is None:
         lines.append("No generation settings found in this image.")
     else:
-        lines += [
-            f"Prompt:          {request.prompt}",
-            f"Negative prompt: {request.negative_prompt}",
-            f"Seed:            {request.seed}",
-            f"Steps:           {request.steps}",
-            f"Sampler:         {request.sampler}",
-            f"Schedule type:   {request.schedule}",
-            f"CFG scale:       {format_number(request.cfg_scale)}",
-            f"Size:            {request.width}x{request.height}",
-        ]
-        model = meta.model_name or request.model
-        if model:
-            suffix = f" [{meta.model_hash}]" if meta.model_hash else ""
-            lines.append(f"Model:           {model}{suffix}")
-        if request.vae:
-            lines.append(f"VAE:             {request.vae}")
-        if request.is_img2img:
-            lines.append(f"Init image:      {request.init_image}")
-        if _has_strength(meta):
-            lines.append(f"Strength:        {format_number(request.strength)}")
+        lines += _setting_lines(meta, meta.request)
     for key, value in meta.extras.items():
         lines.append(f"{key}: {value}")
     return lines

@@ -14,9 +14,12 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from desktop.engine.model_folders import checkpoint_search_folders
     from desktop.engine.models import scan
+    from desktop.engine.settings import load_settings
 
-    models = scan()
+    # The same folders as the window: Sandstorm's own, then the user's extra sources.
+    models = scan(checkpoint_search_folders(load_settings().extra_model_folders))
     if args.json:
         rows = [
             {

@@ -13,7 +13,10 @@ from desktop.engine.errors import RequestError
 if TYPE_CHECKING:
     import torch
 
+#: The device settings offered in menus (``cuda:N`` is accepted too, see ``parse_device``).
 DEVICE_CHOICES = ("auto", "cuda", "mps", "cpu")
+#: How to write a device, for help texts and error messages.
+DEVICE_CHOICES_HELP = "auto, cpu, cuda, cuda:N (N = GPU number) or mps"
 DTYPE_CHOICES = ("auto", "fp16", "bf16", "fp32")
 
 
@@ -30,11 +33,34 @@ def _mps_available() -> bool:
     return bool(backend is not None and backend.is_available())
 
 
+def parse_device(text: str) -> str:
+    """Check how a device is written and normalise it; the one device parser.
+
+    Accepts "auto", "cpu", "cuda", "cuda:N" (N a GPU number) and "mps", in any case and with
+    surrounding spaces; empty means "auto". Whether the device exists is not checked here
+    (that needs torch; see ``resolve_device``), so it suits argparse ``type=`` and settings.
+
+    Returns:
+        The normalised value: "auto", "cpu", "mps", "cuda" or "cuda:N" ("cuda:01" -> "cuda:1").
+
+    Raises:
+        RequestError: (a ``ValueError``) the text is not one of those forms.
+    """
+    value = (text or "").strip().lower() or "auto"
+    if value in ("auto", "cpu", "mps", "cuda"):
+        return value
+    base, sep, index = value.partition(":")
+    if base == "cuda" and sep and index.isascii() and index.isdigit():
+        return f"cuda:{int(index)}"
+    raise RequestError(f"Unknown device {text!r}; use {DEVICE_CHOICES_HELP}.")
+
+
 def resolve_device(name: str = "auto") -> str:
     """Turn a device setting into a concrete torch device string.
 
     Args:
-        name: "auto" (CUDA, then Apple MPS, then CPU), "cpu", "mps", "cuda" or "cuda:N".
+        name: "auto" (CUDA, then Apple MPS, then CPU), "cpu", "mps", "cuda" or "cuda:N"
+            (anything ``parse_device`` accepts).
 
     Returns:
         A device string torch accepts ("cuda", "cuda:1", "mps" or "cpu").
@@ -42,7 +68,7 @@ def resolve_device(name: str = "auto") -> str:
     Raises:
         RequestError: the name is unknown or that device is not available on this computer.
     """
-    value = (name or "auto").strip().lower()
+    value = parse_device(name)
     if value == "auto":
         if _cuda_available():
             return "cuda"
@@ -55,25 +81,20 @@ def resolve_device(name: str = "auto") -> str:
         if not _mps_available():
             raise RequestError("The Apple GPU (mps) is not available on this computer; use cpu.")
         return "mps"
-    base, _, index = value.partition(":")
-    if base == "cuda":
-        if index and not index.isdigit():
-            raise RequestError(f"Unknown device {name!r}; use auto, cpu, mps, cuda or cuda:N.")
-        if not _cuda_available():
-            raise RequestError(
-                "No CUDA GPU is available (no NVIDIA GPU, or this torch build has no CUDA); "
-                "use cpu or auto."
-            )
-        if index:
-            import torch
+    # cuda or cuda:N
+    if not _cuda_available():
+        raise RequestError(
+            "No CUDA GPU is available (no NVIDIA GPU, or this torch build has no CUDA); "
+            "use cpu or auto."
+        )
+    _, _, index = value.partition(":")
+    if index:
+        import torch
 
-            count = torch.cuda.device_count()
-            if int(index) >= count:
-                raise RequestError(
-                    f"There is no GPU {value}: this computer has {count} CUDA GPU(s)."
-                )
-        return value
-    raise RequestError(f"Unknown device {name!r}; use auto, cpu, mps, cuda or cuda:N.")
+        count = torch.cuda.device_count()
+        if int(index) >= count:
+            raise RequestError(f"There is no GPU {value}: this computer has {count} CUDA GPU(s).")
+    return value
 
 
 def default_dtype(device: str, dtype: str = "auto") -> torch.dtype:

@@ -222,7 +222,7 @@ class _RedirectRecorder(urllib.request.HTTPRedirectHandler):
         super().__init__()
         self.linked_etag: str | None = None
 
-    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[override]
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
         linked = normalise_etag(headers.get("X-Linked-Etag"))
         if linked and self.linked_etag is None:
             self.linked_etag = linked

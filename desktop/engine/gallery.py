@@ -6,25 +6,43 @@ never leaves half a PNG where the gallery looks. The SQLite index (WAL mode) is 
 the files' metadata: ``sync()`` brings it in line with the folder, so images copied in by
 hand appear and deleted ones disappear.
 
+**The index's columns follow the request's declarations.** Besides the file columns (path,
+root, modification time, size, source, created, favourite, the model's display name, the
+case-folded prompt for search and the whole request as JSON) every setting declared with
+``index=True`` in ``desktop.engine.request`` gets a column of its kind (int: INTEGER,
+float: REAL, text: TEXT). The columns' signature is stored in the ``meta`` table; when the
+declarations change, the index is dropped and rebuilt from the files (favourites are
+carried over). A ``GalleryItem`` is built in one way only, ``GalleryItem.from_row``, from
+the same row that saving and syncing write.
+
+Opening a ``Gallery`` is cheap (it connects to the index and walks nothing), so a caller
+may open one per job. Leftover temporary files of an interrupted save are removed by
+``sync()``, during the folder walk it does anyway.
+
 One ``Gallery`` may be shared between threads (the window searches from the GUI thread while
-the worker saves): a single connection is used under a lock, and the slow part of ``sync()``
-(reading new files) runs outside it.
+a worker saves or syncs): a single connection is used under a lock, the slow part of
+``sync()`` (reading new files) runs outside it and its writes are committed in small batches,
+so a search never waits long.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import errno
+import functools
+import json
 import os
 import re
 import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 
@@ -32,7 +50,8 @@ from desktop.engine import hashing, paths
 from desktop.engine.errors import ModelError, RequestError, SandstormError
 from desktop.engine.metadata import ImageMetadata, model_display_name, png_info, read_metadata
 from desktop.engine.models import ModelInfo
-from desktop.engine.request import GenerationRequest
+from desktop.engine.request import REQUEST_VERSION, GenerationRequest, request_fields
+from desktop.engine.schema import FieldInfo
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 TEMP_PREFIX = ".tmp-"
@@ -40,63 +59,252 @@ TEMP_SUFFIX = ".png.part"
 #: Temporary files older than this are leftovers of a crash (a live save takes well under it).
 STALE_TEMP_SECONDS = 600
 INDEX_NAME = "gallery.sqlite3"
-SCHEMA_VERSION = 1
+#: Version of the file columns and their meaning; part of the schema signature.
+SCHEMA_VERSION = 2
+#: Rows written per lock hold while syncing (the GUI thread's searches slip in between).
+SYNC_BATCH = 256
 _NAME_RE = re.compile(r"^(\d{5,})-")
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS images (
-    path TEXT PRIMARY KEY,
-    root TEXT NOT NULL,
-    mtime_ns INTEGER NOT NULL,
-    size INTEGER NOT NULL,
-    source TEXT NOT NULL DEFAULT 'none',
-    prompt TEXT NOT NULL DEFAULT '',
-    prompt_fold TEXT NOT NULL DEFAULT '',
-    negative TEXT NOT NULL DEFAULT '',
-    model TEXT NOT NULL DEFAULT '',
-    sampler TEXT NOT NULL DEFAULT '',
-    schedule TEXT NOT NULL DEFAULT '',
-    seed INTEGER,
-    steps INTEGER,
-    cfg_scale REAL,
-    width INTEGER,
-    height INTEGER,
-    created REAL NOT NULL,
-    favourite INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS images_root_created ON images (root, created DESC, path DESC);
-CREATE INDEX IF NOT EXISTS images_root_model ON images (root, model, created DESC, path DESC);
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-"""
-
-_COLUMNS = (
-    "path, source, prompt, negative, model, sampler, schedule, seed, steps, cfg_scale, "
-    "width, height, created, favourite"
+#: The file columns: (name, SQL declaration). Setting columns follow them.
+FILE_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("path", "TEXT PRIMARY KEY"),
+    ("root", "TEXT NOT NULL"),
+    ("mtime_ns", "INTEGER NOT NULL"),
+    ("size", "INTEGER NOT NULL"),
+    ("source", "TEXT NOT NULL DEFAULT 'none'"),
+    ("created", "REAL NOT NULL"),
+    ("favourite", "INTEGER NOT NULL DEFAULT 0"),
+    ("model", "TEXT NOT NULL DEFAULT ''"),
+    ("prompt_fold", "TEXT NOT NULL DEFAULT ''"),
+    ("request", "TEXT"),
 )
+#: SQL column type of each setting kind that can be indexed.
+COLUMN_TYPES = {
+    "int": "INTEGER",
+    "float": "REAL",
+    "text": "TEXT",
+    "path": "TEXT",
+    "bool": "INTEGER",
+}
 
 
 class SaveError(SandstormError):
     """An image could not be written to the gallery; the caller still has it in memory."""
 
 
+# -- the index's columns, from the declarations ---------------------------------------------
+
+
 @dataclass(frozen=True)
+class SettingColumn:
+    """The index column of one ``index=True`` setting."""
+
+    info: FieldInfo
+    column: str
+    sql_type: str
+
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+    def from_request(self, request: GenerationRequest | None) -> Any:
+        """The value stored for ``request`` (NULL without one)."""
+        if request is None:
+            return None
+        value = getattr(request, self.info.name)
+        if value is None:
+            return None
+        if self.info.kind == "float":
+            return float(value)
+        if self.info.kind == "bool":
+            return int(value)
+        return value
+
+    def to_value(self, stored: Any) -> Any:
+        """The value an item reports: "" for missing text, None for missing numbers."""
+        if stored is None:
+            return "" if self.info.kind == "text" else None
+        if self.info.kind == "bool":
+            return bool(stored)
+        return stored
+
+
+@functools.cache
+def setting_columns() -> tuple[SettingColumn, ...]:
+    """A column for every setting declared with ``index=True``, in declaration order.
+
+    A setting whose name is a file column gets the column ``setting_<name>``.
+
+    Raises:
+        TypeError: an indexed setting is a part (LoRAs, mask, ...), which has no column type.
+    """
+    taken = {name for name, _decl in FILE_COLUMNS}
+    columns = []
+    for info in request_fields():
+        if not info.spec.index:
+            continue
+        sql_type = COLUMN_TYPES.get(info.kind)
+        if sql_type is None:
+            raise TypeError(f"the {info.kind} setting {info.name!r} cannot have an index column")
+        column = info.name if info.name not in taken else f"setting_{info.name}"
+        columns.append(SettingColumn(info, column, sql_type))
+    return tuple(columns)
+
+
+@functools.cache
+def _setting_positions() -> dict[str, int]:
+    return {col.name: i for i, col in enumerate(setting_columns())}
+
+
+def index_columns() -> tuple[tuple[str, str], ...]:
+    """Every column of the ``images`` table: (name, SQL declaration)."""
+    return FILE_COLUMNS + tuple((col.column, col.sql_type) for col in setting_columns())
+
+
+def schema_signature() -> str:
+    """What an index must have been built with to be used as it is (stored in ``meta``)."""
+    return json.dumps(
+        {"version": SCHEMA_VERSION, "request": REQUEST_VERSION, "columns": index_columns()},
+        separators=(",", ":"),
+    )
+
+
+def _schema_sql() -> str:
+    columns = ",\n    ".join(f"{name} {decl}" for name, decl in index_columns())
+    return f"""
+CREATE TABLE IF NOT EXISTS images (
+    {columns}
+);
+CREATE INDEX IF NOT EXISTS images_root_created ON images (root, created DESC, path DESC);
+CREATE INDEX IF NOT EXISTS images_root_model ON images (root, model, created DESC, path DESC);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS carried_favourites (path TEXT PRIMARY KEY);
+"""
+
+
+def _item_columns() -> tuple[str, ...]:
+    """Columns an item is built from, in ``SELECT`` order."""
+    settings = (col.column for col in setting_columns())
+    return ("path", "source", "created", "favourite", "model", "request", *settings)
+
+
+def index_row(
+    path: Path | str,
+    request: GenerationRequest | None,
+    *,
+    model: str = "",
+    created: float,
+    mtime_ns: int = 0,
+    size: int = 0,
+    source: str = "none",
+    favourite: bool = False,
+    root: str = "",
+) -> dict[str, Any]:
+    """The index row of one image, by column name (what ``_upsert`` writes and
+    ``GalleryItem.from_row`` reads)."""
+    row: dict[str, Any] = {
+        "path": str(path),
+        "root": root,
+        "mtime_ns": mtime_ns,
+        "size": size,
+        "source": source,
+        "created": created,
+        "favourite": int(favourite),
+        "model": model,
+        "prompt_fold": request.prompt.casefold() if request is not None else "",
+        "request": request.to_json() if request is not None else None,
+    }
+    for col in setting_columns():
+        row[col.column] = col.from_request(request)
+    return row
+
+
+_UNPARSED: Any = object()
+
+
+@dataclass(frozen=True, slots=True)
 class GalleryItem:
-    """One indexed image. Settings are those found in its metadata ("" / None if none)."""
+    """One indexed image; build it with ``GalleryItem.from_row``.
+
+    Attributes:
+        path: the image file.
+        model: the model's display name ("" when unknown).
+        created: POSIX time (the file's modification time).
+        favourite: marked as a favourite in the index.
+        source: where its metadata came from ("sandstorm", "a1111", ..., "none").
+        request: the stored ``GenerationRequest`` (parsed on first use), or None.
+
+    Every ``index=True`` setting reads as an attribute (``item.prompt``, ``item.seed``, ...;
+    see ``value``): "" for text and None for numbers when the image has no request.
+    """
 
     path: Path
-    prompt: str = ""
-    negative_prompt: str = ""
     model: str = ""
-    sampler: str = ""
-    schedule: str = ""
-    seed: int | None = None
-    steps: int | None = None
-    cfg_scale: float | None = None
-    width: int | None = None
-    height: int | None = None
     created: float = 0.0
     favourite: bool = False
     source: str = "none"
+    request_json: str | None = field(default=None, repr=False)
+    #: Stored values of ``setting_columns()``, in their order.
+    indexed: tuple[Any, ...] = field(default=(), repr=False)
+    _parsed: Any = field(default=_UNPARSED, init=False, repr=False, compare=False)
+
+    @classmethod
+    def from_row(cls, row: Any) -> GalleryItem:
+        """An item from an index row (a ``sqlite3.Row`` or an ``index_row`` dict)."""
+        return cls(
+            path=Path(row["path"]),
+            model=row["model"] or "",
+            created=float(row["created"]),
+            favourite=bool(row["favourite"]),
+            source=row["source"] or "none",
+            request_json=row["request"],
+            indexed=tuple(row[col.column] for col in setting_columns()),
+        )
+
+    @property
+    def request(self) -> GenerationRequest | None:
+        """The request stored with the image (None without one, or when it no longer reads)."""
+        parsed = self._parsed
+        if parsed is _UNPARSED:
+            parsed = None
+            if self.request_json:
+                with contextlib.suppress(RequestError):
+                    parsed = GenerationRequest.from_json(self.request_json)
+            object.__setattr__(self, "_parsed", parsed)
+        return parsed
+
+    def value(self, name: str) -> Any:
+        """A declared setting's value: indexed ones come from the index row, others from
+        the request; "" (text) or None (others) when the image has no request.
+
+        Raises ``KeyError`` for a name that is not a declared setting.
+        """
+        position = _setting_positions().get(name)
+        if position is not None:
+            col = setting_columns()[position]
+            stored = self.indexed[position] if position < len(self.indexed) else None
+            return col.to_value(stored)
+        info = next((f for f in request_fields() if f.name == name), None)
+        if info is None:
+            raise KeyError(name)
+        request = self.request
+        if request is None:
+            return "" if info.kind == "text" else None
+        return getattr(request, name)
+
+    def __getattr__(self, name: str) -> Any:
+        # Only called for names that are not fields: the declared settings.
+        if name.startswith("_"):
+            raise AttributeError(name)
+        try:
+            return self.value(name)
+        except KeyError:
+            raise AttributeError(
+                f"{type(self).__name__!r} object has no attribute {name!r}"
+            ) from None
+
+    def with_favourite(self, flag: bool) -> GalleryItem:
+        return dataclasses.replace(self, favourite=flag)
 
     @property
     def created_at(self) -> dt.datetime:
@@ -212,8 +420,9 @@ class Gallery:
         index_path: SQLite file; defaults to ``paths.data_dir()/gallery.sqlite3``. One index
             may hold several roots; every query is limited to this gallery's root.
 
-    The index is not synced on construction (it may take seconds on a large folder): call
-    ``sync()`` from a worker thread when the gallery opens.
+    Opening is cheap: it connects to the index (rebuilding its table when the declared
+    columns changed) and reads no files. The index is not synced on construction (that may
+    take seconds on a large folder): call ``sync()`` from a worker thread.
     """
 
     def __init__(self, root: Path | str | None = None, index_path: Path | str | None = None):
@@ -224,8 +433,8 @@ class Gallery:
         self._lock = threading.RLock()
         self._name_lock = threading.Lock()
         self._counters: dict[Path, int] = {}
-        self._conn = self._open_index()
-        self.clean_temp_files()
+        self._select = ", ".join(_item_columns())
+        self._conn: sqlite3.Connection | None = self._open_index()
 
     # -- index connection ----------------------------------------------------------------
     def _open_index(self) -> sqlite3.Connection:
@@ -242,30 +451,42 @@ class Gallery:
     def _connect(self) -> sqlite3.Connection:
         self.index_path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.index_path, check_same_thread=False, timeout=10.0)
+        conn.row_factory = sqlite3.Row
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
-            conn.executescript(_SCHEMA)
+            schema = _schema_sql()
+            conn.executescript(schema)
+            signature = schema_signature()
             row = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
-            if row is not None and row[0] != str(SCHEMA_VERSION):
-                # Another version's index: it is only a cache, so rebuild it from the files.
-                conn.executescript("DROP TABLE images;")
-                conn.executescript(_SCHEMA)
-            conn.execute(
-                "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema', ?)",
-                (str(SCHEMA_VERSION),),
-            )
+            if row is None or row[0] != signature:
+                _rebuild_table(conn, schema, carry=row is not None)
+                conn.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema', ?)", (signature,)
+                )
             conn.commit()
         except sqlite3.DatabaseError:
             conn.close()
             raise
         return conn
 
+    @property
+    def db(self) -> sqlite3.Connection:
+        """The open connection (use it under ``_lock``); raises ``SandstormError`` when closed."""
+        conn = self._conn
+        if conn is None:
+            raise SandstormError(f"The gallery of {self.root} is closed.")
+        return conn
+
+    @property
+    def closed(self) -> bool:
+        return self._conn is None
+
     def close(self) -> None:
         with self._lock:
             if self._conn is not None:
                 self._conn.close()
-                self._conn = None  # type: ignore[assignment]
+                self._conn = None
 
     def __enter__(self) -> Gallery:
         return self
@@ -338,85 +559,79 @@ class Gallery:
             stat = target.stat()
         except OSError as exc:
             raise SaveError(f"The image saved to {target} vanished: {exc}.") from exc
-        item = GalleryItem(
-            path=target,
-            prompt=request.prompt,
-            negative_prompt=request.negative_prompt,
-            model=model_display_name(request, model.name if model else None),
-            sampler=request.sampler,
-            schedule=request.schedule,
-            seed=request.seed,
-            steps=request.steps,
-            cfg_scale=float(request.cfg_scale),
-            width=image.width,
-            height=image.height,
-            created=stat.st_mtime,
-            source="sandstorm",
+        row = self._row(
+            target,
+            request,
+            model_display_name(request, model.name if model else None),
+            stat.st_mtime_ns,
+            stat.st_size,
+            "sandstorm",
         )
         # A failure here only delays indexing: the file is safe and sync() adds it.
-        with contextlib.suppress(sqlite3.Error):
-            self._upsert([(item, stat.st_mtime_ns, stat.st_size)])
-        return item
+        with contextlib.suppress(sqlite3.Error, SandstormError):
+            self._upsert([row])
+        return GalleryItem.from_row(row)
+
+    def _row(
+        self,
+        path: Path | str,
+        request: GenerationRequest | None,
+        model: str,
+        mtime_ns: int,
+        size: int,
+        source: str,
+    ) -> dict[str, Any]:
+        return index_row(
+            path,
+            request,
+            model=model,
+            created=mtime_ns / 1e9,
+            mtime_ns=mtime_ns,
+            size=size,
+            source=source,
+            root=self._root_key,
+        )
+
+    def _row_from_metadata(self, path: str, meta: ImageMetadata, stat: tuple[int, int]) -> dict:
+        request = meta.request
+        model = (meta.model_name or model_display_name(request)) if request is not None else ""
+        return self._row(path, request, model, stat[0], stat[1], meta.source)
 
     # -- index maintenance ---------------------------------------------------------------
-    def _upsert(self, rows: Iterable[tuple[GalleryItem, int, int]]) -> None:
-        """Insert or refresh rows; the favourite flag of a known path is kept."""
+    def _upsert(self, rows: Iterable[dict[str, Any]]) -> None:
+        """Insert or refresh ``index_row`` rows; the favourite flag of a known path is kept.
+
+        A row without a root is stored under this gallery's root.
+        """
+        names = [name for name, _decl in index_columns()]
+        updated = [n for n in names if n not in ("path", "favourite")]
+        sql = (
+            f"INSERT INTO images ({', '.join(names)}) "
+            f"VALUES ({', '.join('?' for _ in names)}) "
+            f"ON CONFLICT(path) DO UPDATE SET {', '.join(f'{n}=excluded.{n}' for n in updated)}"
+        )
+
+        def values(row: dict[str, Any]) -> tuple:
+            if not row.get("root"):
+                row = {**row, "root": self._root_key}
+            return tuple(row[n] for n in names)
+
+        data = [values(row) for row in rows]
         with self._lock:
-            self._conn.executemany(
-                """
-                INSERT INTO images (path, root, mtime_ns, size, source, prompt, prompt_fold,
-                    negative, model, sampler, schedule, seed, steps, cfg_scale, width, height,
-                    created, favourite)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                ON CONFLICT(path) DO UPDATE SET
-                    root=excluded.root, mtime_ns=excluded.mtime_ns, size=excluded.size,
-                    source=excluded.source, prompt=excluded.prompt,
-                    prompt_fold=excluded.prompt_fold, negative=excluded.negative,
-                    model=excluded.model, sampler=excluded.sampler,
-                    schedule=excluded.schedule, seed=excluded.seed, steps=excluded.steps,
-                    cfg_scale=excluded.cfg_scale, width=excluded.width,
-                    height=excluded.height, created=excluded.created
-                """,
-                (
-                    (
-                        str(item.path),
-                        self._root_key,
-                        mtime_ns,
-                        size,
-                        item.source,
-                        item.prompt,
-                        item.prompt.casefold(),
-                        item.negative_prompt,
-                        item.model,
-                        item.sampler,
-                        item.schedule,
-                        item.seed,
-                        item.steps,
-                        item.cfg_scale,
-                        item.width,
-                        item.height,
-                        item.created,
-                        int(item.favourite),
-                    )
-                    for item, mtime_ns, size in rows
-                ),
-            )
-            self._conn.commit()
+            self.db.executemany(sql, data)
+            self.db.commit()
 
     def clean_temp_files(self, max_age: float = STALE_TEMP_SECONDS) -> int:
-        """Delete temporary files left by an interrupted save; returns how many."""
+        """Delete temporary files left by an interrupted save; returns how many.
+
+        ``sync()`` does this as part of its walk; this walks the folder on its own.
+        """
         removed = 0
         cutoff = time.time() - max_age
         for folder, _dirs, files in self._walk():
             for name in files:
-                if name.startswith(TEMP_PREFIX) and name.endswith(TEMP_SUFFIX):
-                    path = Path(folder) / name
-                    try:
-                        if path.stat().st_mtime <= cutoff:
-                            path.unlink()
-                            removed += 1
-                    except OSError:
-                        continue
+                if _is_temp(name) and _remove_if_stale(os.path.join(folder, name), cutoff):
+                    removed += 1
         return removed
 
     def _walk(self) -> Iterable[tuple[str, list[str], list[str]]]:
@@ -424,13 +639,21 @@ class Gallery:
             return []
         return os.walk(self.root, onerror=None)
 
-    def _scan_files(self) -> dict[str, tuple[int, int]]:
+    def _scan_files(self, should_stop: Callable[[], bool] | None = None) -> dict[str, tuple]:
+        """The gallery's image files with (mtime_ns, size); removes stale temporary files."""
         found: dict[str, tuple[int, int]] = {}
+        cutoff = time.time() - STALE_TEMP_SECONDS
         for folder, dirs, files in self._walk():
+            if should_stop is not None and should_stop():
+                raise _Stopped
             # Hidden folders (.thumbnails, .trash) are never part of the gallery.
             dirs[:] = [d for d in dirs if not d.startswith(".")]
             for name in files:
-                if name.startswith(".") or not name.lower().endswith(IMAGE_SUFFIXES):
+                if name.startswith("."):
+                    if _is_temp(name):
+                        _remove_if_stale(os.path.join(folder, name), cutoff)
+                    continue
+                if not name.lower().endswith(IMAGE_SUFFIXES):
                     continue
                 path = os.path.join(folder, name)
                 try:
@@ -440,38 +663,84 @@ class Gallery:
                 found[path] = (stat.st_mtime_ns, stat.st_size)
         return found
 
-    def sync(self) -> tuple[int, int]:
+    def sync(self, should_stop: Callable[[], bool] | None = None) -> tuple[int, int]:
         """Bring the index in line with the folder; returns (added or changed, removed).
 
         Files are compared by path, modification time and size; metadata is read only for
-        new or changed files, so a sync of an unchanged gallery is a directory walk.
+        new or changed files, so a sync of an unchanged gallery is a directory walk. Stale
+        temporary files of interrupted saves are deleted on the way.
+
+        ``should_stop`` is asked between files; when it returns True the sync ends early,
+        keeping what it has indexed so far (the next sync continues).
         """
-        self.clean_temp_files()
         # The index is read before the folder: an image saved while the folder is walked is
         # then at worst read twice, never dropped as "deleted".
         with self._lock:
             known = {
                 path: (mtime, size)
-                for path, mtime, size in self._conn.execute(
+                for path, mtime, size in self.db.execute(
                     "SELECT path, mtime_ns, size FROM images WHERE root = ?", (self._root_key,)
                 )
             }
-        on_disk = self._scan_files()
+        try:
+            on_disk = self._scan_files(should_stop)
+        except _Stopped:
+            return 0, 0
         gone = [path for path in known if path not in on_disk]
         fresh = [path for path, key in on_disk.items() if known.get(path) != key]
-        rows = []
+        if gone:
+            with self._lock:
+                self.db.executemany("DELETE FROM images WHERE path = ?", ((p,) for p in gone))
+                self.db.commit()
+        added = 0
+        batch: list[dict[str, Any]] = []
         for path in fresh:
-            mtime_ns, size = on_disk[path]
-            rows.append(
-                (_item_from_metadata(Path(path), read_metadata(path), mtime_ns), mtime_ns, size)
-            )
+            if should_stop is not None and should_stop():
+                break
+            batch.append(self._row_from_metadata(path, read_metadata(path), on_disk[path]))
+            if len(batch) >= SYNC_BATCH:
+                self._upsert(batch)
+                added += len(batch)
+                batch = []
+        if batch:
+            self._upsert(batch)
+            added += len(batch)
+        if added:
+            self._restore_carried_favourites()
+        return added, len(gone)
+
+    def index_files(self, files: Sequence[Path | str]) -> list[GalleryItem]:
+        """Read and index these files now (e.g. restored from the trash); returns their items.
+
+        Files that are gone are skipped (and dropped from the index).
+        """
+        rows = []
+        for entry in files:
+            path = self._key(entry)
+            try:
+                stat = os.stat(path)
+            except OSError:
+                self.forget(path)
+                continue
+            key = (stat.st_mtime_ns, stat.st_size)
+            rows.append(self._row_from_metadata(path, read_metadata(path), key))
+        if rows:
+            self._upsert(rows)
+            self._restore_carried_favourites()
+        return [item for item in (self.get(row["path"]) for row in rows) if item is not None]
+
+    def _restore_carried_favourites(self) -> None:
+        """Favourites carried over a rebuild of the table come back as their files are read."""
         with self._lock:
-            if gone:
-                self._conn.executemany("DELETE FROM images WHERE path = ?", ((p,) for p in gone))
-                self._conn.commit()
-            if rows:
-                self._upsert(rows)
-        return len(rows), len(gone)
+            db = self.db
+            if db.execute("SELECT 1 FROM carried_favourites LIMIT 1").fetchone() is None:
+                return
+            db.execute(
+                "UPDATE images SET favourite = 1 "
+                "WHERE path IN (SELECT path FROM carried_favourites)"
+            )
+            db.execute("DELETE FROM carried_favourites WHERE path IN (SELECT path FROM images)")
+            db.commit()
 
     # -- queries ---------------------------------------------------------------------------
     def _where(
@@ -524,12 +793,12 @@ class Gallery:
         """
         where, args = self._where(text, model, favourites, since, until)
         with self._lock:
-            rows = self._conn.execute(
-                f"SELECT {_COLUMNS} FROM images WHERE {where} "
+            rows = self.db.execute(
+                f"SELECT {self._select} FROM images WHERE {where} "
                 "ORDER BY created DESC, path DESC LIMIT ? OFFSET ?",
                 [*args, max(0, int(limit)), max(0, int(offset))],
             ).fetchall()
-        return [_item_from_row(row) for row in rows]
+        return [GalleryItem.from_row(row) for row in rows]
 
     def count(
         self,
@@ -542,7 +811,7 @@ class Gallery:
         """How many images ``search`` with the same filters would find in total."""
         where, args = self._where(text, model, favourites, since, until)
         with self._lock:
-            (total,) = self._conn.execute(
+            (total,) = self.db.execute(
                 f"SELECT COUNT(*) FROM images WHERE {where}", args
             ).fetchone()
         return int(total)
@@ -550,15 +819,15 @@ class Gallery:
     def get(self, path: Path | str) -> GalleryItem | None:
         """The indexed item for a file, or None."""
         with self._lock:
-            row = self._conn.execute(
-                f"SELECT {_COLUMNS} FROM images WHERE path = ?", (self._key(path),)
+            row = self.db.execute(
+                f"SELECT {self._select} FROM images WHERE path = ?", (self._key(path),)
             ).fetchone()
-        return _item_from_row(row) if row else None
+        return GalleryItem.from_row(row) if row else None
 
     def models(self) -> list[str]:
         """Model names used by indexed images, for the model filter."""
         with self._lock:
-            rows = self._conn.execute(
+            rows = self.db.execute(
                 "SELECT DISTINCT model FROM images WHERE root = ? AND model != '' "
                 "ORDER BY model COLLATE NOCASE",
                 (self._root_key,),
@@ -568,65 +837,58 @@ class Gallery:
     def set_favourite(self, path: Path | str, flag: bool = True) -> bool:
         """Mark or unmark an image as a favourite; False when it is not in the index."""
         with self._lock:
-            cursor = self._conn.execute(
+            cursor = self.db.execute(
                 "UPDATE images SET favourite = ? WHERE path = ?", (int(flag), self._key(path))
             )
-            self._conn.commit()
+            self.db.commit()
         return cursor.rowcount > 0
 
     def forget(self, path: Path | str) -> bool:
         """Remove an image from the index (the caller deletes or trashes the file)."""
         with self._lock:
-            cursor = self._conn.execute("DELETE FROM images WHERE path = ?", (self._key(path),))
-            self._conn.commit()
+            cursor = self.db.execute("DELETE FROM images WHERE path = ?", (self._key(path),))
+            self.db.commit()
         return cursor.rowcount > 0
+
+    def contains(self, path: Path | str) -> bool:
+        """Whether ``path`` lies inside this gallery's folder."""
+        return Path(self._key(path)).is_relative_to(self.root)
 
     @staticmethod
     def _key(path: Path | str) -> str:
         return str(Path(path).expanduser().resolve())
 
 
+class _Stopped(Exception):
+    """``sync``'s walk was asked to stop."""
+
+
+def _rebuild_table(conn: sqlite3.Connection, schema: str, carry: bool) -> None:
+    """Drop the ``images`` table built with other columns and create it anew (it is only a
+    cache: ``sync`` refills it from the files). Favourites are kept aside for the refill."""
+    if carry:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute(
+                "INSERT OR IGNORE INTO carried_favourites (path) "
+                "SELECT path FROM images WHERE favourite = 1"
+            )
+    conn.execute("DROP TABLE IF EXISTS images")
+    conn.executescript(schema)
+
+
+def _is_temp(name: str) -> bool:
+    return name.startswith(TEMP_PREFIX) and name.endswith(TEMP_SUFFIX)
+
+
+def _remove_if_stale(path: str, cutoff: float) -> bool:
+    try:
+        if os.stat(path).st_mtime <= cutoff:
+            os.unlink(path)
+            return True
+    except OSError:
+        pass
+    return False
+
+
 def _is_date(value: object) -> bool:
     return isinstance(value, dt.date) and not isinstance(value, dt.datetime)
-
-
-def _item_from_metadata(path: Path, meta: ImageMetadata, mtime_ns: int) -> GalleryItem:
-    request = meta.request
-    if request is None:
-        return GalleryItem(path=path, created=mtime_ns / 1e9, source=meta.source)
-    return GalleryItem(
-        path=path,
-        prompt=request.prompt,
-        negative_prompt=request.negative_prompt,
-        model=meta.model_name or model_display_name(request),
-        sampler=request.sampler,
-        schedule=request.schedule,
-        seed=request.seed if request.seed != -1 else None,
-        steps=request.steps,
-        cfg_scale=float(request.cfg_scale),
-        width=request.width,
-        height=request.height,
-        created=mtime_ns / 1e9,
-        source=meta.source,
-    )
-
-
-def _item_from_row(row: tuple) -> GalleryItem:
-    (path, source, prompt, negative, model, sampler, schedule, seed, steps, cfg, w, h) = row[:12]
-    created, favourite = row[12], row[13]
-    return GalleryItem(
-        path=Path(path),
-        prompt=prompt,
-        negative_prompt=negative,
-        model=model,
-        sampler=sampler,
-        schedule=schedule,
-        seed=seed,
-        steps=steps,
-        cfg_scale=cfg,
-        width=w,
-        height=h,
-        created=created,
-        favourite=bool(favourite),
-        source=source,
-    )

@@ -12,27 +12,32 @@ from __future__ import annotations
 
 import functools
 import gc
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-# Spinning OpenMP workers make CPU generation crawl when the cores are busy (see app.py).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from desktop.engine.environment import apply_defaults
 
-import numpy as np
-import torch
-from PIL import Image
+# Before torch and the Hub libraries load: offline, sleeping OpenMP workers (see environment).
+# The imports below must come after it (E402 is expected for them).
+apply_defaults()
 
-from desktop.engine import paths
-from desktop.engine.errors import Cancelled, GenerationError, ModelError, RequestError
-from desktop.engine.models import ModelInfo, find_model
-from desktop.engine.previews import Previewer, previewer_for
-from desktop.engine.progress import Progress, StepUpdate
-from desktop.engine.request import GenerationRequest
-from desktop.engine.samplers import SAMPLERS, make_scheduler
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from desktop.engine.errors import (  # noqa: E402
+    Cancelled,
+    GenerationError,
+    ModelError,
+    RequestError,
+)
+from desktop.engine.models import ModelInfo, find_model  # noqa: E402
+from desktop.engine.previews import Previewer, previewer_for  # noqa: E402
+from desktop.engine.progress import Progress, StepUpdate  # noqa: E402
+from desktop.engine.request import GenerationRequest  # noqa: E402
+from desktop.engine.samplers import SAMPLERS, make_scheduler  # noqa: E402
 
 VAE_SUFFIXES = (".safetensors", ".pt", ".ckpt")
 
@@ -105,9 +110,13 @@ class Engine:
     """Runs generation requests on one device, keeping the last model loaded.
 
     Args:
-        device: "auto", "cpu", "cuda" or "mps".
+        device: "auto", "cpu", "cuda", "cuda:N" or "mps".
         dtype: "auto", "fp16", "bf16" or "fp32" (auto: fp16 on GPUs, fp32 on CPU).
         model_folders: folders searched for models named in requests (default: ``scan()``'s).
+        extra_sources: the user's extra model sources (``settings.extra_model_folders``:
+            ComfyUI / AUTOMATIC1111 installs, ``extra_model_paths.yaml``); VAEs named in
+            requests are looked up in their VAE folders too. None: read them from the
+            settings file when a VAE is looked up.
     """
 
     def __init__(
@@ -115,12 +124,14 @@ class Engine:
         device: str = "auto",
         dtype: str = "auto",
         model_folders: list[Path] | None = None,
+        extra_sources: list[str] | None = None,
     ) -> None:
         from desktop.engine.devices import default_dtype, resolve_device
 
         self.device = resolve_device(device)
         self.dtype = default_dtype(self.device, dtype)
         self.model_folders = model_folders
+        self.extra_sources = extra_sources
         self.loads = 0
         self._loaded: Any = None
         self._loaded_key: tuple | None = None
@@ -172,18 +183,32 @@ class Engine:
             torch.cuda.empty_cache()
 
     def _resolve_vae(self, vae: str) -> Path | None:
+        """The VAE file or folder ``vae`` names: a path, or a name (file name or stem) in
+        the VAE folders of ``folders_for("vae", extra_sources)``."""
         if not vae:
             return None
         candidate = Path(vae).expanduser()
         if candidate.exists():
             return candidate
-        for folder in (paths.BUNDLED_MODELS / "vae", paths.user_models_dir() / "vae"):
+        from desktop.engine.model_folders import folders_for
+
+        sources = self.extra_sources
+        if sources is None:
+            from desktop.engine.settings import load_settings
+
+            sources = load_settings().extra_model_folders
+        folders = folders_for("vae", sources)
+        for folder in folders:
             for entry in sorted(folder.glob("*")) if folder.is_dir() else []:
                 if vae in (entry.name, entry.stem) and (
-                    entry.is_dir() or entry.suffix in VAE_SUFFIXES
+                    entry.is_dir() or entry.suffix.lower() in VAE_SUFFIXES
                 ):
                     return entry
-        raise ModelError(f"No VAE named {vae!r} was found in models/vae.")
+        searched = ", ".join(str(folder) for folder in folders if folder.is_dir())
+        raise ModelError(
+            f"No VAE named {vae!r} was found in models/vae"
+            + (f" (searched {searched})." if searched else ".")
+        )
 
     # -- generation --------------------------------------------------------------------
     def generate(
@@ -244,7 +269,7 @@ class Engine:
             "num_images_per_prompt": request.batch_size,
             "generator": generators,
         }
-        if request.is_img2img:
+        if request.init_image is not None:
             from desktop.engine.images import fit_to_size, load_image
 
             init = fit_to_size(load_image(request.init_image), request.width, request.height)
@@ -283,8 +308,9 @@ def check_supported(request: GenerationRequest) -> None:
     """Refuse, before any work, a request that uses a part this engine cannot run yet."""
     missing = [part for part in request.used_parts() if part not in SUPPORTED_PARTS]
     if missing:
+        names = missing[0] if len(missing) == 1 else f"{', '.join(missing[:-1])} and {missing[-1]}"
         raise RequestError(
-            f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not supported yet "
+            f"{names} {'is' if len(missing) == 1 else 'are'} not supported yet "
             "by this version of Sandstorm; remove "
             f"{'it' if len(missing) == 1 else 'them'} from the request to generate."
         )

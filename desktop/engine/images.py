@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import warnings
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -26,7 +27,7 @@ def _describe(source: str | Path | bytes) -> str:
     return "The dropped image" if isinstance(source, (bytes, bytearray)) else str(source)
 
 
-def _open(source: str | Path | bytes) -> io.BufferedIOBase:
+def _open(source: str | Path | bytes) -> BinaryIO:
     if isinstance(source, (bytes, bytearray)):
         return io.BytesIO(source)
     return open(source, "rb")

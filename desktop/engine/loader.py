@@ -144,13 +144,13 @@ def _force_offline() -> None:
     os.environ["HF_HUB_OFFLINE"] = "1"
     for name, module in list(sys.modules.items()):
         if name.startswith(_HUB_MODULES) and getattr(module, "HF_HUB_OFFLINE", None) is False:
-            module.HF_HUB_OFFLINE = True
+            setattr(module, "HF_HUB_OFFLINE", True)  # noqa: B010 (any module, not a known one)
 
 
 # -- loading ---------------------------------------------------------------------------------
 
 
-def _pipeline_classes(family: str) -> tuple[type, type]:
+def _pipeline_classes(family: str) -> tuple[Any, Any]:
     from diffusers import (
         StableDiffusionImg2ImgPipeline,
         StableDiffusionPipeline,

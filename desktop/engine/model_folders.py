@@ -11,7 +11,9 @@ be:
 * an ``extra_model_paths.yaml`` file itself;
 * any plain folder of checkpoints.
 
-``checkpoint_folders()`` turns those sources into the folder list that
+``folders_for(kind, sources)`` is the one list of folders of a kind of model: Sandstorm's
+own folders first (the bundled ``models/<kind>``, then ``<data dir>/models/<kind>``), then
+the folders of the user's sources. ``checkpoint_search_folders()`` is the list that
 ``desktop.engine.models.scan()`` takes.
 """
 
@@ -22,23 +24,37 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from desktop.engine import paths
 from desktop.engine.errors import ModelError
 
 EXTRA_PATHS_FILE = "extra_model_paths.yaml"
 
 #: ComfyUI's yaml keys (and its folder names) for each kind of model Sandstorm uses.
 #: "diffusers" holds diffusers-format folders, which scan() reads like checkpoints.
-COMFY_KEYS = {
+#: Sandstorm's own ``models/`` folders use the same names.
+COMFY_KEYS: dict[str, tuple[str, ...]] = {
     "checkpoints": ("checkpoints", "diffusers"),
     "vae": ("vae",),
     "loras": ("loras",),
+    "embeddings": ("embeddings",),
+    "controlnet": ("controlnet",),
+    "upscale_models": ("upscale_models",),
+    "vae_approx": ("vae_approx",),
 }
+#: Every kind of model folder, in the order of ``ExternalModels``' fields.
+MODEL_KINDS: tuple[str, ...] = tuple(COMFY_KEYS)
 #: AUTOMATIC1111's folder names under ``models/`` (Forge keeps the same layout).
-A1111_DIRS = {
+A1111_DIRS: dict[str, tuple[str, ...]] = {
     "checkpoints": ("Stable-diffusion",),
     "vae": ("VAE",),
     "loras": ("Lora", "LyCORIS"),
+    "embeddings": (),
+    "controlnet": ("ControlNet",),
+    "upscale_models": ("ESRGAN", "RealESRGAN"),
+    "vae_approx": ("VAE-approx",),
 }
+#: AUTOMATIC1111 folders that sit in the install itself rather than under ``models/``.
+A1111_ROOT_DIRS: dict[str, tuple[str, ...]] = {"embeddings": ("embeddings",)}
 #: Where installs usually live, relative to the home folder; offered as suggestions.
 KNOWN_INSTALLS = (
     "ComfyUI",
@@ -60,6 +76,7 @@ class ExternalModels:
         checkpoints: folders of checkpoints and diffusers models (existing ones only).
         vae: folders of VAEs.
         loras: folders of LoRAs.
+        embeddings, controlnet, upscale_models, vae_approx: folders of those kinds.
     """
 
     source: Path
@@ -67,12 +84,21 @@ class ExternalModels:
     checkpoints: tuple[Path, ...] = ()
     vae: tuple[Path, ...] = ()
     loras: tuple[Path, ...] = ()
+    embeddings: tuple[Path, ...] = ()
+    controlnet: tuple[Path, ...] = ()
+    upscale_models: tuple[Path, ...] = ()
+    vae_approx: tuple[Path, ...] = ()
 
     def folders(self, kind: str) -> tuple[Path, ...]:
-        """The folders of ``kind`` ("checkpoints", "vae" or "loras")."""
-        if kind not in COMFY_KEYS:
-            raise ValueError(f"unknown model kind {kind!r}")
-        return getattr(self, kind)
+        """The folders of ``kind`` (one of ``MODEL_KINDS``)."""
+        _check_kind(kind)
+        folders: tuple[Path, ...] = getattr(self, kind)
+        return folders
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in COMFY_KEYS:
+        raise ValueError(f"unknown model kind {kind!r}; use one of {', '.join(MODEL_KINDS)}")
 
 
 def _expand(value: str) -> Path:
@@ -183,7 +209,12 @@ def describe_source(source: Path | str) -> ExternalModels:
             source,
             "a1111",
             *(
-                _existing_unique(source / "models" / name for name in A1111_DIRS[kind])
+                _existing_unique(
+                    [
+                        *(source / "models" / name for name in A1111_DIRS[kind]),
+                        *(source / name for name in A1111_ROOT_DIRS.get(kind, ())),
+                    ]
+                )
                 for kind in COMFY_KEYS
             ),
         )
@@ -199,6 +230,7 @@ def describe_source(source: Path | str) -> ExternalModels:
 
 
 def _collect(sources: Iterable[Path | str], kind: str) -> list[Path]:
+    _check_kind(kind)
     seen: dict[Path, None] = {}
     for source in sources:
         try:
@@ -210,6 +242,45 @@ def _collect(sources: Iterable[Path | str], kind: str) -> list[Path]:
         for folder in described.folders(kind):
             seen.setdefault(folder, None)
     return list(seen)
+
+
+def own_folders(kind: str) -> list[Path]:
+    """Sandstorm's own folders of ``kind``: the bundled ``models/``, then the user's.
+
+    They are listed whether or not they exist yet (``sandstorm --check`` shows them).
+    """
+    _check_kind(kind)
+    roots = (paths.BUNDLED_MODELS, paths.user_models_dir())
+    return [root / name for root in roots for name in COMFY_KEYS[kind]]
+
+
+def folders_for(kind: str, extra_sources: Iterable[Path | str] = ()) -> list[Path]:
+    """Every folder that holds models of ``kind``, in search order, without duplicates.
+
+    This is the one list of model folders: Sandstorm's own folders first (``own_folders``:
+    the bundled ``models/<kind>``, then ``<data dir>/models/<kind>``), then the folders of
+    ``extra_sources`` (ComfyUI and AUTOMATIC1111 installs, ``extra_model_paths.yaml`` files
+    and plain folders, as in ``settings.extra_model_folders``).
+
+    Args:
+        kind: one of ``MODEL_KINDS`` ("checkpoints", "vae", "loras", "embeddings",
+            "controlnet", "upscale_models", "vae_approx").
+        extra_sources: the user's extra sources; missing or unreadable ones are skipped.
+
+    Raises:
+        ValueError: ``kind`` is not a known kind (a programming error, not a user's).
+    """
+    folders = [*own_folders(kind), *_collect(extra_sources, kind)]
+    return list(dict.fromkeys(Path(os.path.normpath(folder)) for folder in folders))
+
+
+def checkpoint_search_folders(extra_sources: Iterable[Path | str] = ()) -> list[Path]:
+    """The folders ``desktop.engine.models.scan()`` searches for checkpoints and diffusers
+    models, given the user's extra sources (``settings.extra_model_folders``).
+
+    The window and the command line both call this, so they list the same models.
+    """
+    return folders_for("checkpoints", extra_sources)
 
 
 def checkpoint_folders(sources: Iterable[Path | str]) -> list[Path]:

@@ -8,6 +8,7 @@ cannot be used is still listed, with the reason, and never stops the scan.
 from __future__ import annotations
 
 import json
+import re
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -274,16 +275,21 @@ def _read_extras(path: Path) -> dict:
 
 
 def default_model_folders() -> list[Path]:
-    """Folders scanned by default: the bundled ``models/`` and the user's data folder."""
-    return [paths.BUNDLED_MODELS, paths.user_models_dir()]
+    """Sandstorm's own checkpoint folders (bundled ``models/``, then the user's data folder).
+
+    The same list as ``model_folders.folders_for("checkpoints", [])``.
+    """
+    from desktop.engine.model_folders import checkpoint_search_folders
+
+    return checkpoint_search_folders(())
 
 
 def configured_model_folders() -> list[Path]:
-    """Default folders plus the user's extra sources from settings (ComfyUI, A1111, ...)."""
-    from desktop.engine.model_folders import checkpoint_folders
+    """Own folders plus the user's extra sources from settings (ComfyUI, A1111, ...)."""
+    from desktop.engine.model_folders import checkpoint_search_folders
     from desktop.engine.settings import load_settings
 
-    return default_model_folders() + checkpoint_folders(load_settings().extra_model_folders)
+    return checkpoint_search_folders(load_settings().extra_model_folders)
 
 
 def _checkpoint_dirs(root: Path) -> list[Path]:
@@ -293,10 +299,11 @@ def _checkpoint_dirs(root: Path) -> list[Path]:
 
 
 def scan(folders: Iterable[Path] | None = None, include_builtin: bool = True) -> list[ModelInfo]:
-    """Discover models in ``folders`` (defaults to ``default_model_folders()``).
+    """Discover models in ``folders``.
 
     Each folder may be a models root (with ``checkpoints/``) or a folder of checkpoints.
-    Without ``folders``, the defaults plus the extra sources in the user's settings.
+    Without ``folders``, ``configured_model_folders()``: Sandstorm's own checkpoint folders
+    plus those of the extra sources in the user's settings.
     Results are sorted: the built-in model first, then by name. Never raises.
     """
     found: dict[Path, ModelInfo] = {}
@@ -324,10 +331,85 @@ def _entries(folder: Path) -> list[Path]:
         return []
 
 
+def _last_part(text: str) -> str:
+    """The last component of a path written on any system (``/`` or ``\\`` separators)."""
+    return re.split(r"[\\/]", text.rstrip("\\/"))[-1]
+
+
+def _stem(name: str) -> str:
+    """A file name without a checkpoint suffix (``.safetensors``, ``.ckpt``, ...)."""
+    base, dot, suffix = name.rpartition(".")
+    return base if dot and base and f".{suffix.lower()}" in CHECKPOINT_SUFFIXES else name
+
+
+def match_model(models: Iterable[ModelInfo], wanted: str) -> ModelInfo | None:
+    """The model among ``models`` that ``wanted`` names, or None. The one name matcher.
+
+    ``wanted`` is what a request, a gallery image or ``--model`` holds. The rules, strongest
+    first:
+
+    1. the full path: equal as written, or the same file/folder once resolved;
+    2. the discovered name (``ModelInfo.name``: the file stem or folder name);
+    3. the file or folder name: the last part of ``wanted`` (``/`` or ``\\`` separated, so
+       a Windows path in another computer's metadata works) equals the model's file name;
+    4. the stem: that last part without its checkpoint suffix equals the model's name or
+       file stem ("v1-5-pruned-emaonly" names ``v1-5-pruned-emaonly.safetensors``);
+    5. the stem again, ignoring case (file names are case-insensitive on Windows and macOS).
+
+    Usable models come first: the first usable model matched by the strongest rule that
+    matches a usable one wins. Only when no usable model matches is an unusable one
+    returned, so the caller can say why it cannot be used. An empty ``wanted`` matches
+    nothing.
+    """
+    wanted = wanted.strip()
+    if not wanted:
+        return None
+    candidates = list(models)
+    last = _last_part(wanted)
+    stem = _stem(last)
+    try:
+        resolved: Path | None = Path(wanted).expanduser().resolve()
+    except (OSError, RuntimeError, ValueError):
+        resolved = None
+
+    def same_path(info: ModelInfo) -> bool:
+        if str(info.path) == wanted:
+            return True
+        if resolved is None:
+            return False
+        try:
+            return info.path.expanduser().resolve() == resolved
+        except (OSError, RuntimeError, ValueError):
+            return False
+
+    def model_stem(info: ModelInfo) -> str:
+        return info.path.name if info.format == "diffusers" else _stem(info.path.name)
+
+    rules = (
+        same_path,
+        lambda info: info.name == wanted,
+        lambda info: info.path.name == last,
+        lambda info: stem in (info.name, model_stem(info)),
+        lambda info: stem.casefold() in (info.name.casefold(), model_stem(info).casefold()),
+    )
+    fallback: ModelInfo | None = None
+    for rule in rules:
+        for info in candidates:
+            if not rule(info):
+                continue
+            if info.usable:
+                return info
+            if fallback is None:
+                fallback = info
+    return fallback
+
+
 def find_model(name_or_path: str, models: list[ModelInfo] | None = None) -> ModelInfo:
     """Resolve a ``--model`` value: a path to a file/folder, or a discovered model's name.
 
-    An empty value means the default model (the built-in one). Raises ``ModelError``.
+    An existing path is inspected directly; anything else goes through ``match_model``
+    against ``models`` (default: ``scan()``). An empty value means the default model (the
+    built-in one). Raises ``ModelError``.
     """
     from desktop.engine.errors import ModelError
 
@@ -345,7 +427,7 @@ def find_model(name_or_path: str, models: list[ModelInfo] | None = None) -> Mode
     if candidate.is_file():
         return inspect_file(candidate)
     models = scan() if models is None else models
-    for info in models:
-        if name_or_path in (info.name, info.path.name):
-            return info
+    info = match_model(models, name_or_path)
+    if info is not None:
+        return info
     raise ModelError(f"No model named {name_or_path!r} was found (see 'sandstorm models').")

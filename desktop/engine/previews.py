@@ -10,12 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 from PIL import Image
-
-from desktop.engine import paths
 
 if TYPE_CHECKING:
     import torch
@@ -79,7 +77,9 @@ class TaesdPreviewer:
         from diffusers import AutoencoderTiny
 
         self.device = device
-        self.model = AutoencoderTiny().eval()
+        # cast: mypy does not see AutoencoderTiny's torch.nn.Module base (eval, to, ...).
+        self.model = cast(Any, AutoencoderTiny())
+        self.model.eval()
         state = _load_weights(decoder_file)
         self.model.decoder.load_state_dict(_taesd_decoder_keys(state))
         self.model.to(device, dtype=torch.float32)
@@ -121,7 +121,9 @@ def _taesd_decoder_keys(state: dict) -> dict:
 def find_taesd(sdxl: bool) -> Path | None:
     """The TAESD decoder weights for the family, if the user installed them."""
     stem = "taesdxl_decoder" if sdxl else "taesd_decoder"
-    for folder in (paths.BUNDLED_MODELS / "vae_approx", paths.user_models_dir() / "vae_approx"):
+    from desktop.engine.model_folders import own_folders
+
+    for folder in own_folders("vae_approx"):
         for suffix in (".safetensors", ".pth", ".pt"):
             candidate = folder / f"{stem}{suffix}"
             if candidate.is_file():

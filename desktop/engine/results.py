@@ -20,7 +20,10 @@ def save_results(images: list[Any], model: Any, root: Path | None = None) -> lis
     end can always offer to save the images elsewhere.
     """
     from desktop.engine.gallery import Gallery, SaveError
+    from desktop.engine.settings import load_settings
 
+    if root is None:
+        root = load_settings().output_path
     try:
         with Gallery(root=root) as gallery:
             return [gallery.save(item.image, item.request, model) for item in images]

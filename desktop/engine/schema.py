@@ -105,9 +105,13 @@ class FieldInfo:
         return self.spec.label
 
 
-@functools.cache
 def fields_of(cls: type) -> tuple[FieldInfo, ...]:
     """Every declared setting of a settings dataclass, in declaration order."""
+    return _fields_of(cls)
+
+
+@functools.cache
+def _fields_of(cls: Any) -> tuple[FieldInfo, ...]:
     hints = typing.get_type_hints(cls)
     found = []
     for f in dataclasses.fields(cls):
@@ -133,7 +137,7 @@ def _kind_of(hint: Any) -> tuple[str, type | None, bool]:
         return ("path" if kind == "text" else kind), part, True
     if origin is tuple:
         return "parts", args[0], False
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return "part", hint, False
     simple = {str: "text", int: "int", float: "float", bool: "bool"}
     if hint in simple:

@@ -77,8 +77,8 @@ def load_settings(path: Path | None = None) -> Settings:
 
 def _from_version_1(data: dict[str, Any]) -> dict[str, Any]:
     """Version 1 kept each panel value as its own top-level key (zero/empty: unset)."""
-    names = ("prompt", "negative_prompt", "sampler", "schedule", "steps", "cfg_scale")
-    names += ("width", "height", "batch_size", "strength")
+    names: tuple[str, ...] = ("prompt", "negative_prompt", "sampler", "schedule", "steps")
+    names += ("cfg_scale", "width", "height", "batch_size", "strength")
     last = {name: data[name] for name in names if data.get(name) not in (None, "", 0, 0.0)}
     if isinstance(data.get("last_model"), str) and data["last_model"]:
         last["model"] = data["last_model"]

@@ -40,16 +40,15 @@ def process_age() -> float:
 
 def run_gui(argv: list[str]) -> int:
     """Create the application, show the window, then start the engine; returns the exit code."""
-    # Before torch loads (in the worker): OpenMP threads that spin while waiting make CPU
-    # generation many times slower whenever other programs keep the cores busy, and they
-    # would compete with the GUI thread. Sleeping waits cost nothing measurable.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # Before torch loads (in the worker): sleeping OpenMP workers, offline Hub libraries.
+    from desktop.engine.environment import apply_defaults
+
+    apply_defaults()
     from PySide6.QtCore import QEvent, QObject, Qt, QTimer
     from PySide6.QtGui import QGuiApplication, QIcon
     from PySide6.QtWidgets import QApplication
 
     from desktop.engine import paths
-    from desktop.ui.download_dialog import install_download_action
     from desktop.ui.main_window import MainWindow
     from desktop.ui.theme import apply_theme
 
@@ -72,8 +71,6 @@ def run_gui(argv: list[str]) -> int:
         return 0
     apply_theme(app)
     window = MainWindow()
-    _install_gallery(window)
-    install_download_action(window)
     if instance is not None:
         instance.activation_requested.connect(lambda args: _activate(window, args))
     _open_argument_images(window, argv)
@@ -121,13 +118,6 @@ def run_gui(argv: list[str]) -> int:
     return app.exec()
 
 
-def _install_gallery(window: MainWindow) -> None:
-    """Dock the gallery panel under the canvas."""
-    from desktop.ui.gallery_panel import install_gallery
-
-    install_gallery(window)
-
-
 def _single_instance(argv: list[str]) -> QObject | bool | None:
     """The single-instance guard: None when unavailable, False when another window took over.
 
@@ -153,12 +143,12 @@ def _activate(window: MainWindow, args: list) -> None:
     _open_argument_images(window, [str(a) for a in args])
 
 
-def _open_argument_images(window, argv: list[str]) -> None:
+def _open_argument_images(window: MainWindow, argv: list[str]) -> None:
     """An image path on the command line (e.g. "Open with Sandstorm") becomes the init image."""
     for arg in argv:
         path = Path(arg)
         if path.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp", ".bmp") and path.is_file():
-            window.img2img_panel.set_image(path)
+            window.set_init_image(str(path))
             break
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QEvent, QObject, Qt, QThread, Signal
-from PySide6.QtGui import QAction, QCloseEvent
+from PySide6.QtGui import QCloseEvent
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QDialog,
@@ -23,7 +23,6 @@ from PySide6.QtWidgets import (
     QHeaderView,
     QLabel,
     QMainWindow,
-    QMenu,
     QProgressBar,
     QPushButton,
     QTreeWidget,
@@ -424,46 +423,12 @@ class DownloadDialog(QDialog):
 
 
 # -- wiring into the main window -----------------------------------------------------------
-def _file_menu(window: QMainWindow) -> QMenu:
-    for action in window.menuBar().actions():
-        menu = action.menu()
-        if menu is not None and action.text().replace("&", "") == "File":
-            return menu
-    return window.menuBar().addMenu("&File")
-
-
 def open_download_dialog(window: QMainWindow, **options: Any) -> DownloadDialog:
     """Open the dialog (window-modal, non-blocking) over ``window``; returns it.
 
-    After a finished download the window's model list is refreshed when it has one.
+    Connect to its ``download_finished(path)`` to learn about a finished download.
     """
     dialog = DownloadDialog(window, **options)
     dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
-
-    def installed(path: str) -> None:
-        refresh = getattr(window, "refresh_models", None)
-        if callable(refresh):
-            refresh()
-        show = getattr(window, "show_message", None)
-        if callable(show):
-            show(f"{Path(path).name} was downloaded to {Path(path).parent}.", "info")
-
-    dialog.download_finished.connect(installed)
     dialog.open()
     return dialog
-
-
-def install_download_action(window: QMainWindow) -> QAction:
-    """Add "Download starter models…" to the window's File menu (before Quit); returns it."""
-    action = QAction("&Download starter models…", window)
-    action.setObjectName("DownloadStarterModelsAction")
-    action.setToolTip("Optionally download well-known models from Hugging Face")
-    action.setStatusTip("Optionally download well-known models from Hugging Face")
-    action.triggered.connect(lambda: open_download_dialog(window))
-    menu = _file_menu(window)
-    separators = [a for a in menu.actions() if a.isSeparator()]
-    if separators:
-        menu.insertAction(separators[-1], action)
-    else:
-        menu.addAction(action)
-    return action

@@ -1,16 +1,19 @@
-"""What the panels hold, as plain data, and the one place that turns it into a request.
+"""Between the panels and a request: building it, remembering it, and size presets.
 
-Widgets fill a ``FormState``; ``FormState.to_request`` builds the frozen
-``GenerationRequest`` (raising ``RequestError`` with a user-facing message), and
-``FormState`` round-trips through ``Settings`` so a restart restores the panels.
+The panels report their values by setting name (``SettingsPanel.values``); ``build_request``
+merges them into the frozen ``GenerationRequest`` (raising ``RequestError`` with a
+user-facing message). The values declared ``remember=True`` are kept in
+``Settings.last_request`` and restored on the next launch by ``restored_values``, which
+drops any value that no longer validates (a renamed sampler, a changed limit).
 """
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
+from typing import Any
 
-from desktop.engine.request import GenerationRequest
+from desktop.engine.errors import RequestError
+from desktop.engine.request import GenerationRequest, request_fields
+from desktop.engine.schema import to_plain
 from desktop.engine.settings import Settings
 
 #: Size presets per model family, native size first.
@@ -38,67 +41,41 @@ def size_presets(family: str, native_size: int = 0) -> tuple[tuple[int, int], ..
     return ((side, side), (side * 2, side * 2), (side, side * 3 // 2), (side * 3 // 2, side))
 
 
-@dataclass
-class FormState:
-    """The panels' values. ``init_image`` None means txt2img."""
+def build_request(values: dict[str, Any]) -> GenerationRequest:
+    """The frozen request from the panels' values; raises ``RequestError`` when invalid."""
+    return GenerationRequest.from_values(values)
 
-    prompt: str = ""
-    negative_prompt: str = ""
-    model: str = ""
-    sampler: str = "Euler"
-    schedule: str = "Automatic"
-    steps: int = 20
-    cfg_scale: float = 7.0
-    seed: int = -1
-    width: int = 512
-    height: int = 512
-    batch_size: int = 1
-    init_image: str | None = None
-    strength: float = 0.75
 
-    def to_request(self) -> GenerationRequest:
-        """The frozen request; raises ``RequestError`` when a value is invalid."""
-        return GenerationRequest(
-            prompt=self.prompt,
-            negative_prompt=self.negative_prompt,
-            model=self.model,
-            sampler=self.sampler,
-            schedule=self.schedule,
-            steps=self.steps,
-            cfg_scale=float(self.cfg_scale),
-            seed=self.seed,
-            width=self.width,
-            height=self.height,
-            batch_size=self.batch_size,
-            init_image=self.init_image,
-            strength=float(self.strength) if self.init_image else 0.75,
-        )
+def remember_values(values: dict[str, Any], settings: Settings) -> None:
+    """Keep the remembered settings of ``values`` in ``settings.last_request``.
 
-    def store(self, settings: Settings) -> None:
-        """Copy the values worth remembering into ``settings`` (the init image is not)."""
-        settings.last_model = self.model
-        settings.prompt = self.prompt
-        settings.negative_prompt = self.negative_prompt
-        settings.sampler = self.sampler
-        settings.schedule = self.schedule
-        settings.steps = self.steps
-        settings.cfg_scale = float(self.cfg_scale)
-        settings.width = self.width
-        settings.height = self.height
-        settings.batch_size = self.batch_size
-        settings.strength = float(self.strength)
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> FormState:
-        """Panels' values from settings; zero/empty settings keep the defaults."""
-        state = cls()
-        for f in dataclasses.fields(cls):
-            if f.name == "model":
-                value = settings.last_model
-            elif hasattr(settings, f.name):
-                value = getattr(settings, f.name)
-            else:
+    Values are stored even when the whole form is not a valid request yet (a half-typed
+    size), so a restart shows what the user left; each is checked again on restore.
+    """
+    kept: dict[str, Any] = {}
+    for info in request_fields():
+        if not info.spec.remember or info.name not in values:
+            continue
+        value = values[info.name]
+        if info.kind in ("part", "parts"):
+            try:
+                value = to_plain(GenerationRequest(prompt="", **{info.name: value}))[info.name]
+            except RequestError:
                 continue
-            if value not in ("", 0, 0.0, None):
-                setattr(state, f.name, value)
-        return state
+        kept[info.name] = value
+    settings.last_request = kept
+
+
+def restored_values(settings: Settings) -> dict[str, Any]:
+    """The remembered values that still validate, each on its own (others are dropped)."""
+    restored: dict[str, Any] = {}
+    remembered = {info.name for info in request_fields() if info.spec.remember}
+    for name, value in settings.last_request.items():
+        if name not in remembered:
+            continue
+        try:
+            request = GenerationRequest.from_dict({"prompt": "", name: value})
+        except RequestError:
+            continue
+        restored[name] = getattr(request, name)
+    return restored

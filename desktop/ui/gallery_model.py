@@ -69,7 +69,7 @@ def tooltip(item: GalleryItem) -> str:
         details.append(item.model)
     if item.width and item.height:
         details.append(f"{item.width}×{item.height}")
-    if item.seed is not None:
+    if item.seed is not None and item.seed >= 0:
         details.append(f"seed {item.seed}")
     if details:
         lines.append(" · ".join(details))
@@ -115,6 +115,13 @@ class GalleryModel(QAbstractListModel):
         self.reload()
 
     # -- loading ---------------------------------------------------------------------------
+    def set_gallery(self, gallery: Gallery) -> None:
+        """Show another gallery (another output folder); reads its first page."""
+        self.gallery = gallery
+        self._pixmaps.clear()
+        self._failed.clear()
+        self.reload()
+
     def set_filter(self, flt: GalleryFilter) -> None:
         """Show the images matching ``flt`` (reads the first page only)."""
         self.filter = flt
@@ -132,8 +139,11 @@ class GalleryModel(QAbstractListModel):
         self.pages_fetched = 0
         self._requested.clear()
         f = self.filter
-        self._total = self.gallery.count(f.text, f.model, f.favourites)
-        self._append(self._read_page())
+        if self.gallery.closed:
+            self._total = 0
+        else:
+            self._total = self.gallery.count(f.text, f.model, f.favourites)
+            self._append(self._read_page())
         self.endResetModel()
 
     def _read_page(self) -> list[GalleryItem]:
@@ -151,10 +161,10 @@ class GalleryModel(QAbstractListModel):
         self._rows = None
 
     def canFetchMore(self, parent: _Index = QModelIndex()) -> bool:  # noqa: B008
-        return not parent.isValid() and self._offset < self._total
+        return not parent.isValid() and self._offset < self._total and not self.gallery.closed
 
     def fetchMore(self, parent: _Index = QModelIndex()) -> None:  # noqa: B008
-        if parent.isValid() or self._offset >= self._total:
+        if not self.canFetchMore(parent):
             return
         page = self._read_page()
         if not page:
@@ -180,13 +190,17 @@ class GalleryModel(QAbstractListModel):
     def add_items(self, saved: Iterable[GalleryItem | Path | str]) -> int:
         """Put newly saved images at the top (newest first); returns the rows added.
 
-        Paths are looked up in the index; images that do not match the filter or are
-        already shown are skipped.
+        Paths are looked up in the index; images of another folder, that do not match the
+        filter or are already shown are skipped.
         """
         fresh: list[GalleryItem] = []
         for entry in saved:
+            if self.gallery.closed:
+                break
             item = entry if isinstance(entry, GalleryItem) else self.gallery.get(entry)
-            if item is None or not self.filter.matches(item):
+            if item is None or not self.gallery.contains(item.path):
+                continue
+            if not self.filter.matches(item):
                 continue
             key = str(item.path)
             if key in self._paths or any(str(f.path) == key for f in fresh):
@@ -236,7 +250,7 @@ class GalleryModel(QAbstractListModel):
             return False
         row = self.row_of(path)
         if row >= 0:
-            self.update_item(dataclasses.replace(self._items[row], favourite=flag))
+            self.update_item(self._items[row].with_favourite(flag))
         return True
 
     # -- lookup ----------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from PySide6.QtCore import QMimeData, QSize, Qt, Signal
 from PySide6.QtGui import (
@@ -16,6 +17,7 @@ from PySide6.QtGui import (
 )
 from PySide6.QtWidgets import (
     QFileDialog,
+    QFormLayout,
     QFrame,
     QHBoxLayout,
     QLabel,
@@ -26,6 +28,7 @@ from PySide6.QtWidgets import (
 )
 
 from desktop.engine.errors import ImageError
+from desktop.ui.fields import SettingsPanel
 from desktop.ui.inputs import can_accept, check_image, image_from_mime
 
 THUMB = 220
@@ -95,7 +98,7 @@ class DropZone(QFrame):
         self.image_dropped.emit(QGuiApplication.clipboard().mimeData())
 
 
-class Img2ImgPanel(QWidget):
+class Img2ImgPanel(SettingsPanel):
     """The init image and denoising strength. No image means txt2img.
 
     Signals:
@@ -107,6 +110,9 @@ class Img2ImgPanel(QWidget):
     image_changed = Signal(object)
     use_size_requested = Signal(int, int)
     message = Signal(str)
+
+    PANEL = "img2img"
+    CUSTOM = frozenset({"init_image", "strength"})
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -159,6 +165,10 @@ class Img2ImgPanel(QWidget):
         ):
             buttons.addWidget(button)
         layout.addLayout(buttons)
+        # Settings added to this panel later get generic editors here.
+        extra = QFormLayout()
+        self.add_generic_editors(extra)
+        layout.addLayout(extra)
 
         self.drop_zone.image_dropped.connect(self.accept_mime)
         self.paste_button.clicked.connect(self.drop_zone.paste)
@@ -168,7 +178,20 @@ class Img2ImgPanel(QWidget):
         self.strength_slider.valueChanged.connect(
             lambda v: self.strength_value.setText(f"{v / 100:.2f}")
         )
+        self.strength_slider.valueChanged.connect(lambda *_: self.values_changed.emit())
+        self.image_changed.connect(lambda *_: self.values_changed.emit())
         self._refresh()
+
+    # -- values ----------------------------------------------------------------------------
+    def _custom_values(self) -> dict[str, Any]:
+        return {"init_image": self.init_image(), "strength": self.strength()}
+
+    def _set_custom_values(self, values: dict[str, Any]) -> None:
+        if values.get("strength") is not None:
+            self.set_strength(float(values["strength"]))
+        path = values.get("init_image")
+        if path and Path(path).is_file():
+            self.set_image(path)
 
     # -- state -----------------------------------------------------------------------------
     def init_image(self) -> str | None:

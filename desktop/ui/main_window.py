@@ -1,8 +1,10 @@
 """Sandstorm's main window: dockable panels around the canvas, a job queue, one worker.
 
-The window is thin: request building lives in ``FormState``, queue bookkeeping in
-``JobQueue``, generation in ``GenerationWorker``. The GUI thread never imports torch; the
-worker is started by ``start_engine`` once the window is on screen.
+The window builds all of itself here: docks (gallery included), menus and shortcuts. It is
+thin: each panel reports and shows its settings by name (``values()`` / ``set_values()``),
+``desktop.ui.form`` turns them into the frozen request, ``JobQueue`` keeps the queue, and
+``GenerationWorker`` runs jobs on a backend. The GUI thread never imports torch; the worker
+is started by ``start_engine`` once the window is on screen.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from PySide6.QtGui import (
     QImageReader,
     QKeySequence,
     QShortcut,
+    QShowEvent,
 )
 from PySide6.QtWidgets import (
     QDockWidget,
@@ -37,14 +40,19 @@ from PySide6.QtWidgets import (
 
 from desktop.engine.defaults import defaults_for
 from desktop.engine.errors import RequestError, SandstormError
+from desktop.engine.metadata import read_metadata
 from desktop.engine.model_folders import checkpoint_folders
-from desktop.engine.models import ModelInfo, default_model_folders, scan
+from desktop.engine.models import ModelInfo, default_model_folders, match_model, scan
+from desktop.engine.queue_store import QueueStore
 from desktop.engine.request import GenerationRequest, snap_size
 from desktop.engine.results import save_results
 from desktop.engine.settings import Settings, load_settings, save_settings
 from desktop.ui.canvas import ImageCanvas
-from desktop.ui.form import FormState
-from desktop.ui.gallery_panel import offer_parameters_from_file
+from desktop.ui.download_dialog import DownloadDialog, open_download_dialog
+from desktop.ui.fields import SettingsPanel
+from desktop.ui.form import build_request, remember_values, restored_values
+from desktop.ui.gallery_info import describe_source
+from desktop.ui.gallery_panel import GalleryPanel
 from desktop.ui.icons import icon
 from desktop.ui.img2img_panel import Img2ImgPanel
 from desktop.ui.jobs import Job, JobQueue
@@ -53,7 +61,8 @@ from desktop.ui.prompt_panel import PromptPanel
 from desktop.ui.queue_view import QueueView
 from desktop.ui.sampler_panel import SamplerPanel
 from desktop.ui.settings_dialog import SettingsDialog
-from desktop.ui.worker import EngineFactory, GenerationWorker, JobImages
+from desktop.ui.tasks import Task, TaskRunner
+from desktop.ui.worker import BackendFactory, GenerationWorker, JobImages
 
 
 def model_folders(settings: Settings) -> list[Path]:
@@ -83,7 +92,7 @@ class MainWindow(QMainWindow):
     def __init__(
         self,
         settings: Settings | None = None,
-        engine_factory: EngineFactory | None = None,
+        backend_factory: BackendFactory | None = None,
         parent: QWidget | None = None,
     ) -> None:
         super().__init__(parent)
@@ -92,11 +101,13 @@ class MainWindow(QMainWindow):
         self.setObjectName("MainWindow")
         self.setDockNestingEnabled(True)
         self.setAcceptDrops(True)
-        self.jobs = JobQueue()
+        # Waiting jobs are written to disk on every change and come back on the next launch.
+        self.jobs = JobQueue(store=QueueStore())
+        self.tasks = TaskRunner(self)
         self.worker = GenerationWorker(
             device=self.settings.device,
             output_dir=self.settings.output_path,
-            engine_factory=engine_factory,
+            backend_factory=backend_factory,
         )
         self.models: list[ModelInfo] = []
         self.last_images: JobImages | None = None
@@ -104,6 +115,8 @@ class MainWindow(QMainWindow):
         self._restoring = True
         self._fresh_settings = False
         self._shut_down = False
+        self._shown_once = False
+        self._queue_error: str | None = None
         self._first_step_elapsed: float | None = None
         self._job_started_at = 0.0
         self.dropped_previews = 0
@@ -115,6 +128,7 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage("Starting…")
         self._restore(self.settings)
         self._restoring = False
+        self._restore_queue()
 
     # -- construction ----------------------------------------------------------------------
     def _build_central(self) -> None:
@@ -143,6 +157,10 @@ class MainWindow(QMainWindow):
         self.generate_button.setIcon(icon("generate"))
         self.generate_button.setToolTip("Queue a job with the current settings (Ctrl+Enter)")
         self.generate_button.setMinimumWidth(140)
+        # Reached with Tab only: a click must not leave it focused, or the next Space typed
+        # (meant for the prompt) would queue another job. Enter works while it has focus.
+        self.generate_button.setFocusPolicy(Qt.FocusPolicy.TabFocus)
+        self.generate_button.setAutoDefault(True)
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setObjectName("CancelButton")
         self.cancel_button.setIcon(icon("cancel"))
@@ -176,6 +194,10 @@ class MainWindow(QMainWindow):
             self.img2img_panel, "Image to image", right, "Img2ImgDock"
         )
         self.queue_dock = self.add_dock(self.queue_view, "Queue", right, "QueueDock")
+        self.gallery_panel = GalleryPanel(self.settings.output_path)
+        self.gallery_dock = self.add_dock(
+            self.gallery_panel, "Gallery", Qt.DockWidgetArea.BottomDockWidgetArea, "GalleryDock"
+        )
         self.resizeDocks(
             [self.prompt_dock, self.img2img_dock], [360, 300], Qt.Orientation.Horizontal
         )
@@ -187,6 +209,21 @@ class MainWindow(QMainWindow):
         self.img2img_panel.use_size_requested.connect(self._use_image_size)
         self.queue_view.remove_requested.connect(self.remove_job)
         self.queue_view.cancel_all_requested.connect(self.cancel_all)
+        self.queue_view.resume_requested.connect(self.resume_queue)
+        self.queue_view.requeue_requested.connect(self.requeue_interrupted)
+        self.queue_view.dismiss_requested.connect(self.dismiss_interrupted)
+        g = self.gallery_panel
+        self.results_saved.connect(g.add_results)
+        self.output_dir_changed.connect(lambda folder: g.set_root(Path(folder)))
+        g.reuse_requested.connect(lambda request, keep: self.apply_request(request, keep))
+        g.send_to_img2img_requested.connect(self.set_init_image)
+        g.open_requested.connect(self.show_image)
+        g.message.connect(lambda text, level: self.show_message(text, level))
+
+    @property
+    def panels(self) -> tuple[SettingsPanel, ...]:
+        """The panels that edit a request's settings."""
+        return (self.prompt_panel, self.sampler_panel, self.img2img_panel)
 
     def add_dock(
         self,
@@ -195,10 +232,7 @@ class MainWindow(QMainWindow):
         area: Qt.DockWidgetArea = Qt.DockWidgetArea.RightDockWidgetArea,
         name: str = "",
     ) -> QDockWidget:
-        """Add ``widget`` as a dockable panel; ``name`` keys its place in the saved layout.
-
-        Docks added after the window restored its layout get their saved place back too.
-        """
+        """Add ``widget`` as a dockable panel; ``name`` keys its place in the saved layout."""
         dock = QDockWidget(title, self)
         dock.setObjectName(name or f"{type(widget).__name__}Dock")
         dock.setWidget(widget)
@@ -208,18 +242,14 @@ class MainWindow(QMainWindow):
             | QDockWidget.DockWidgetFeature.DockWidgetClosable
         )
         self.addDockWidget(area, dock)
-        if not self._restoring and self.settings.window_state:
-            self.restoreDockWidget(dock)
-        elif area in (Qt.DockWidgetArea.BottomDockWidgetArea, Qt.DockWidgetArea.TopDockWidgetArea):
+        if area in (Qt.DockWidgetArea.BottomDockWidgetArea, Qt.DockWidgetArea.TopDockWidgetArea):
             # A strip under the canvas: keep most of the height for the image.
             self.resizeDocks([dock], [230], Qt.Orientation.Vertical)
-        if hasattr(self, "view_menu"):
-            self.view_menu.addAction(dock.toggleViewAction())
         return dock
 
     def _build_actions(self) -> None:
         menu = self.menuBar()
-        file_menu = menu.addMenu("&File")
+        self.file_menu = file_menu = menu.addMenu("&File")
         self.settings_action = QAction("&Settings…", self)
         self.settings_action.setShortcut(QKeySequence.StandardKey.Preferences)
         self.settings_action.setToolTip("Output folder, model folders and device")
@@ -227,11 +257,17 @@ class MainWindow(QMainWindow):
         self.save_as_action = QAction("Save image &as…", self)
         self.save_as_action.setShortcut(QKeySequence.StandardKey.SaveAs)
         self.save_as_action.triggered.connect(self.save_canvas_as)
-        quit_action = QAction("&Quit", self)
+        self.download_action = QAction("&Download starter models…", self)
+        self.download_action.setObjectName("DownloadStarterModelsAction")
+        self.download_action.setToolTip("Optionally download well-known models from Hugging Face")
+        self.download_action.setStatusTip(self.download_action.toolTip())
+        self.download_action.triggered.connect(lambda: self.open_downloads())
+        self.quit_action = quit_action = QAction("&Quit", self)
         quit_action.setShortcut(QKeySequence.StandardKey.Quit)
         quit_action.triggered.connect(self.close)
         file_menu.addAction(self.save_as_action)
         file_menu.addAction(self.settings_action)
+        file_menu.addAction(self.download_action)
         file_menu.addSeparator()
         file_menu.addAction(quit_action)
 
@@ -264,7 +300,13 @@ class MainWindow(QMainWindow):
         self.view_menu.addAction(fit)
         self.view_menu.addAction(actual)
         self.view_menu.addSeparator()
-        for dock in (self.prompt_dock, self.sampler_dock, self.img2img_dock, self.queue_dock):
+        for dock in (
+            self.prompt_dock,
+            self.sampler_dock,
+            self.img2img_dock,
+            self.queue_dock,
+            self.gallery_dock,
+        ):
             self.view_menu.addAction(dock.toggleViewAction())
 
         # Window-wide shortcuts, so they work while typing in the prompt box.
@@ -297,16 +339,11 @@ class MainWindow(QMainWindow):
 
     # -- settings --------------------------------------------------------------------------
     def _restore(self, settings: Settings) -> None:
-        state = FormState.from_settings(settings)
-        self.prompt_panel.set_prompt(state.prompt, state.negative_prompt)
-        self.sampler_panel.set_sampler(state.sampler, state.schedule)
-        self.sampler_panel.steps_spin.setValue(state.steps)
-        self.sampler_panel.cfg_spin.setValue(state.cfg_scale)
-        self.sampler_panel.set_size(state.width, state.height)
-        self.sampler_panel.batch_spin.setValue(state.batch_size)
-        self.img2img_panel.set_strength(state.strength)
-        self._fresh_settings = not settings.width
-        self.refresh_models(select=settings.last_model)
+        values = restored_values(settings)
+        for panel in self.panels:
+            panel.set_values(values)
+        self._fresh_settings = "width" not in values
+        self.refresh_models(select=str(values.get("model", "")))
         if settings.window_geometry:
             self.restoreGeometry(QByteArray.fromBase64(settings.window_geometry.encode("ascii")))
         else:
@@ -325,61 +362,44 @@ class MainWindow(QMainWindow):
         self.resize(size)
         self.move(area.center() - self.rect().center())
 
-    def form_state(self) -> FormState:
-        """The panels' current values."""
-        s = self.sampler_panel
-        return FormState(
-            prompt=self.prompt_panel.prompt(),
-            negative_prompt=self.prompt_panel.negative_prompt(),
-            model=self.prompt_panel.current_key(),
-            sampler=s.sampler_combo.currentText(),
-            schedule=s.schedule_combo.currentText(),
-            steps=s.steps_spin.value(),
-            cfg_scale=s.cfg_spin.value(),
-            seed=s.seed(),
-            width=s.width_spin.value(),
-            height=s.height_spin.value(),
-            batch_size=s.batch_spin.value(),
-            init_image=self.img2img_panel.init_image(),
-            strength=self.img2img_panel.strength(),
-        )
+    def request_values(self) -> dict[str, Any]:
+        """Every panel's settings by name."""
+        values: dict[str, Any] = {}
+        for panel in self.panels:
+            values.update(panel.values())
+        return values
+
+    def build_request(self) -> GenerationRequest:
+        """The request the panels describe; raises ``RequestError`` when a value is invalid."""
+        return build_request(self.request_values())
 
     def apply_request(self, request: GenerationRequest, keep_seed: bool = True) -> None:
-        """Fill the panels from a request (e.g. "use its parameters" on a gallery image).
+        """Fill the panels from a request (e.g. "Reuse" on a gallery image).
 
         The model is selected first, because a model of another family resets the size.
         A model that is not installed here leaves the picker alone and says so.
         """
-        self.prompt_panel.set_prompt(request.prompt, request.negative_prompt)
-        if request.model:
-            wanted = Path(request.model)
-            match = next(
-                (
-                    m
-                    for m in self.models
-                    if m.usable and request.model in (str(m.path), m.name, wanted.stem)
-                ),
-                None,
-            )
+        values = request.values()
+        if not keep_seed:
+            values["seed"] = -1
+        model = values.pop("model", "")
+        if model:
+            match = match_model(self.models, model)
             if match is not None:
                 self.prompt_panel.set_models(self.models, str(match.path))
             else:
                 self.show_message(
-                    f"The model {wanted.name} is not installed here; "
+                    f"The model {Path(model).name} is not installed here; "
                     "the other settings were applied.",
                     "warning",
                 )
-        s = self.sampler_panel
-        s.set_sampler(request.sampler, request.schedule)
-        s.steps_spin.setValue(request.steps)
-        s.cfg_spin.setValue(request.cfg_scale)
-        s.set_size(request.width, request.height)
-        s.batch_spin.setValue(request.batch_size)
-        s.set_seed(request.seed if keep_seed else -1)
-        if request.is_img2img:
-            self.img2img_panel.set_strength(request.strength)
-            if request.init_image and Path(request.init_image).is_file():
-                self.img2img_panel.set_image(request.init_image)
+        if not request.is_img2img:
+            values.pop("init_image", None)
+            values.pop("strength", None)
+        elif request.init_image and not Path(request.init_image).is_file():
+            values.pop("init_image", None)
+        for panel in self.panels:
+            panel.set_values(values)
 
     def set_init_image(self, path: str) -> bool:
         """Use ``path`` as the init image (switches to img2img) and show the panel."""
@@ -402,7 +422,7 @@ class MainWindow(QMainWindow):
 
     def store_settings(self) -> Settings:
         """Write the panels, layout and geometry to the settings file; returns them."""
-        self.form_state().store(self.settings)
+        remember_values(self.request_values(), self.settings)
         self.settings.window_geometry = bytes(self.saveGeometry().toBase64().data()).decode()
         self.settings.window_state = bytes(self.saveState().toBase64().data()).decode()
         try:
@@ -417,6 +437,16 @@ class MainWindow(QMainWindow):
         dialog.accepted.connect(lambda: self.apply_settings(dialog.result_settings()))
         dialog.open()
         return dialog
+
+    def open_downloads(self, **options: Any) -> DownloadDialog:
+        """Open the optional starter-model downloads (``options`` go to the dialog)."""
+        dialog = open_download_dialog(self, **options)
+        dialog.download_finished.connect(self._on_model_downloaded)
+        return dialog
+
+    def _on_model_downloaded(self, path: str) -> None:
+        self.refresh_models()
+        self.show_message(f"{Path(path).name} was downloaded to {Path(path).parent}.", "info")
 
     def apply_settings(self, new: Settings) -> None:
         """Adopt edited path settings: output folder, model folders, device."""
@@ -455,12 +485,14 @@ class MainWindow(QMainWindow):
         if self._restoring and not self._fresh_settings:
             self._family = info.family
             return
+        changes: dict[str, Any] = {}
         if self._restoring or info.family != self._family:
-            self.sampler_panel.set_size(defaults.width, defaults.height)
+            changes.update(width=defaults.width, height=defaults.height)
         if self._restoring:
-            self.sampler_panel.set_sampler(defaults.sampler)
-            self.sampler_panel.steps_spin.setValue(defaults.steps)
-            self.sampler_panel.cfg_spin.setValue(defaults.cfg_scale)
+            changes.update(
+                sampler=defaults.sampler, steps=defaults.steps, cfg_scale=defaults.cfg_scale
+            )
+        self.sampler_panel.set_values(changes)
         self._family = info.family
 
     # -- img2img ---------------------------------------------------------------------------
@@ -471,7 +503,21 @@ class MainWindow(QMainWindow):
         if path:
             # Like PNG info / recall elsewhere: an image that carries generation settings
             # offers them (non-blocking); the drop itself already set it up for img2img.
-            offer_parameters_from_file(self, path)
+            self.offer_stored_parameters(path)
+
+    def offer_stored_parameters(self, path: str) -> bool:
+        """If the image at ``path`` carries generation settings, offer "Use its parameters"
+        in the message bar (non-blocking). False when it carries none."""
+        meta = read_metadata(path)
+        if meta.request is None:
+            return False
+        request = meta.request
+        self.show_message(
+            f"{Path(path).name} carries {describe_source(meta)} generation settings.",
+            "info",
+            action=("Use its parameters", lambda: self.apply_request(request, keep_seed=True)),
+        )
+        return True
 
     # Dropping an image anywhere on the window works like dropping it on the img2img zone.
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:
@@ -488,7 +534,7 @@ class MainWindow(QMainWindow):
             event.ignore()
 
     def _use_image_size(self, width: int, height: int) -> None:
-        self.sampler_panel.set_size(snap_size(width), snap_size(height))
+        self.sampler_panel.set_values({"width": snap_size(width), "height": snap_size(height)})
 
     # -- engine ----------------------------------------------------------------------------
     def start_engine(self) -> None:
@@ -517,7 +563,7 @@ class MainWindow(QMainWindow):
     def generate(self) -> Job | None:
         """Queue a job from the panels; an invalid value shows a message instead."""
         try:
-            request = self.form_state().to_request()
+            request = self.build_request()
         except RequestError as exc:
             self.show_message(str(exc))
             return None
@@ -527,12 +573,60 @@ class MainWindow(QMainWindow):
         # A new attempt: the last problem's message has served its purpose.
         self.message_bar.dismiss()
         job = self.jobs.add(request)
-        self.worker.submit(job)
-        if not self.worker.isRunning():
-            self.start_engine()
-        self._refresh_queue()
+        self._submit_waiting()
         self.statusBar().showMessage(f"Queued {job.job_id}.", 2000)
         return job
+
+    def _submit_waiting(self) -> None:
+        """Hand the worker every waiting job it has not got yet (none while paused)."""
+        jobs = self.jobs.take_submittable()
+        for job in jobs:
+            self.worker.submit(job)
+        if jobs and not self.worker.isRunning() and not self._shut_down:
+            self.start_engine()
+        self._refresh_queue()
+
+    def _restore_queue(self) -> None:
+        """Bring back the jobs that were waiting when the app last closed or crashed.
+
+        A job that was running then is listed as interrupted and never rerun by itself:
+        if it crashed the app, it must not crash it again on every start.
+        """
+        store = self.jobs.store
+        if store is None:
+            return
+        restored = store.load()
+        if restored.problem:
+            self.show_message(restored.problem, "warning")
+        paused = self.settings.queue_on_start == "paused"
+        jobs = self.jobs.restore(restored, paused=paused)
+        if jobs or restored.interrupted:
+            waiting = f"{len(jobs)} waiting job{'s' if len(jobs) != 1 else ''} restored"
+            if paused and jobs:
+                waiting += " (paused: press Resume in the queue)"
+            interrupted = len(restored.interrupted)
+            if interrupted:
+                waiting += (
+                    f"; {interrupted} job{'s' if interrupted != 1 else ''} interrupted by the "
+                    "last shutdown, not rerun"
+                )
+            self.show_message(waiting + ".", "info")
+        self._submit_waiting()
+
+    def resume_queue(self) -> None:
+        self.jobs.resume()
+        self._submit_waiting()
+
+    def requeue_interrupted(self, job_id: str) -> None:
+        try:
+            self.jobs.requeue_interrupted(job_id)
+        except KeyError:
+            return
+        self._submit_waiting()
+
+    def dismiss_interrupted(self, job_id: str) -> None:
+        self.jobs.dismiss_interrupted(job_id)
+        self._refresh_queue()
 
     def cancel_current(self) -> None:
         job = self.jobs.cancel_current()
@@ -550,6 +644,10 @@ class MainWindow(QMainWindow):
 
     def _refresh_queue(self) -> None:
         self.queue_view.refresh(self.jobs)
+        error = self.jobs.save_error
+        if error and error != self._queue_error:
+            self.show_message(error, "warning")
+        self._queue_error = error
         running = self.jobs.running is not None
         self.cancel_button.setEnabled(running)
         pending = len(self.jobs.pending)
@@ -561,7 +659,7 @@ class MainWindow(QMainWindow):
             return
         self._first_step_elapsed = None
         self._job_started_at = time.perf_counter()
-        total = job.request.img2img_steps if job.request.is_img2img else job.request.steps
+        total = job.request.denoising_steps
         self.progress.setRange(0, max(total, 1))
         self.progress.setValue(0)
         self.progress.setFormat(f"Step 0/{total}")
@@ -631,23 +729,39 @@ class MainWindow(QMainWindow):
         self._refresh_queue()
 
     # -- saving ----------------------------------------------------------------------------
-    def save_last_images_as(self, folder: str | None = None) -> list[Any]:
-        """Save the last job's images into ``folder`` (asks for one when None)."""
+    def save_last_images_as(self, folder: str | None = None) -> Task | None:
+        """Save the last job's images into ``folder`` (asks for one when None).
+
+        Saving (which hashes the model for the metadata) runs off the GUI thread; the
+        result arrives as ``results_saved``, a failure as a message. Returns the task.
+        """
         if self.last_images is None:
-            return []
+            return None
         if folder is None:
             folder = QFileDialog.getExistingDirectory(self, "Save the images in…")
             if not folder:
-                return []
-        try:
-            saved = save_results(self.last_images.images, self.last_images.model, Path(folder))
-        except SandstormError as exc:
-            self.show_message(str(exc), action=("Save as…", self.save_last_images_as))
-            return []
-        self.message_bar.dismiss()
-        self.statusBar().showMessage(f"Saved {len(saved)} image(s) to {folder}.", 5000)
-        self.results_saved.emit(saved)
-        return saved
+                return None
+        images = self.last_images
+        self.statusBar().showMessage(f"Saving {len(images.images)} image(s) to {folder}…")
+
+        def saved(items: list[Any]) -> None:
+            self.message_bar.dismiss()
+            self.statusBar().showMessage(f"Saved {len(items)} image(s) to {folder}.", 5000)
+            self.results_saved.emit(items)
+
+        def failed(exc: BaseException) -> None:
+            text = str(exc) if isinstance(exc, SandstormError) else f"Saving failed: {exc}"
+            self.show_message(text, action=("Save as…", self.save_last_images_as))
+
+        return self.tasks.submit(
+            save_results,
+            images.images,
+            images.model,
+            Path(folder),
+            on_result=saved,
+            on_error=failed,
+            name="save as",
+        )
 
     def save_canvas_as(self) -> None:
         if not self.canvas.has_image():
@@ -669,11 +783,21 @@ class MainWindow(QMainWindow):
         if self._shut_down:
             return not self.worker.isRunning()
         self._shut_down = True
-        self.jobs.cancel_all()
-        return self.worker.stop(timeout_ms)
+        # Keeps the waiting jobs (and the running one) on disk for the next launch.
+        self.jobs.shutdown()
+        stopped = self.worker.stop(timeout_ms)
+        stopped = self.tasks.shutdown(timeout_ms) and stopped
+        return self.gallery_panel.shutdown(timeout_ms) and stopped
 
     def closeEvent(self, event: QCloseEvent) -> None:
         if not self._shut_down:
             self.store_settings()
         self.shutdown()
         event.accept()
+
+    def showEvent(self, event: QShowEvent) -> None:
+        super().showEvent(event)
+        if not self._shown_once:
+            # A person who launches the app and types is typing a prompt.
+            self._shown_once = True
+            self.prompt_panel.focus_prompt()

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QStandardItem, QStandardItemModel
 from PySide6.QtWidgets import (
     QComboBox,
+    QFormLayout,
     QHBoxLayout,
     QLabel,
     QPlainTextEdit,
@@ -17,6 +19,7 @@ from PySide6.QtWidgets import (
 )
 
 from desktop.engine.models import ModelInfo
+from desktop.ui.fields import SettingsPanel
 from desktop.ui.icons import icon
 
 DEFAULT_PLACEHOLDER = "Describe the image you want…"
@@ -28,7 +31,7 @@ def model_key(info: ModelInfo) -> str:
     return str(info.path)
 
 
-class PromptPanel(QWidget):
+class PromptPanel(SettingsPanel):
     """Prompt and negative prompt editors plus the model picker.
 
     Signals:
@@ -36,6 +39,8 @@ class PromptPanel(QWidget):
         refresh_requested(): the user asked to rescan the model folders.
     """
 
+    PANEL = "prompt"
+    CUSTOM = frozenset({"prompt", "negative_prompt", "model"})
     model_changed = Signal(object)
     refresh_requested = Signal()
 
@@ -88,6 +93,10 @@ class PromptPanel(QWidget):
         self.negative_edit.setToolTip("What the image should not show.")
         self.negative_edit.setTabChangesFocus(True)
         layout.addWidget(self.negative_edit, 2)
+        # Settings added to this panel later get generic editors here.
+        extra = QFormLayout()
+        self.add_generic_editors(extra)
+        layout.addLayout(extra)
 
         self._examples: list[str] = []
         self._example_index = 0
@@ -95,7 +104,36 @@ class PromptPanel(QWidget):
         self.refresh_button.clicked.connect(self.refresh_requested)
         self.example_button.clicked.connect(self._next_example)
 
+    # -- values ----------------------------------------------------------------------------
+    def _custom_values(self) -> dict[str, Any]:
+        return {
+            "prompt": self.prompt(),
+            "negative_prompt": self.negative_prompt(),
+            "model": self.current_key(),
+        }
+
+    def _set_custom_values(self, values: dict[str, Any]) -> None:
+        if "prompt" in values or "negative_prompt" in values:
+            self.set_prompt(values.get("prompt", self.prompt()), values.get("negative_prompt"))
+        if values.get("model"):
+            self.select_model(str(values["model"]))
+
+    def select_model(self, key: str) -> bool:
+        """Select the listed usable model whose path is ``key``; False when none is."""
+        for row in range(self._model_items.rowCount()):
+            item = self._model_items.item(row)
+            info = item.data(_INFO_ROLE) if item is not None else None
+            if isinstance(info, ModelInfo) and info.usable and model_key(info) == key:
+                self.model_combo.setCurrentIndex(row)
+                return True
+        return False
+
     # -- prompt ----------------------------------------------------------------------------
+    def focus_prompt(self) -> None:
+        """Put the keyboard focus in the prompt box, the cursor at the end of the text."""
+        self.prompt_edit.setFocus(Qt.FocusReason.ActiveWindowFocusReason)
+        self.prompt_edit.moveCursor(self.prompt_edit.textCursor().MoveOperation.End)
+
     def prompt(self) -> str:
         return self.prompt_edit.toPlainText()
 

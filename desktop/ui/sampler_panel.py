@@ -1,12 +1,14 @@
-"""Sampler panel: sampler, schedule, steps, CFG, seed, size and batch."""
+"""Sampler panel: the settings declared with ``panel="sampler"`` (sampler, schedule, steps, CFG,
+seed, size, batch, and any setting added there later, which gets a generic editor)."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from PySide6.QtCore import Signal
 from PySide6.QtGui import QRegularExpressionValidator, QStandardItemModel
 from PySide6.QtWidgets import (
     QComboBox,
-    QDoubleSpinBox,
     QFormLayout,
     QHBoxLayout,
     QLineEdit,
@@ -15,15 +17,23 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from desktop.engine.request import MAX_BATCH, MAX_CFG, MAX_SIZE, MAX_STEPS, MIN_SIZE
+from desktop.engine.request import request_field
 from desktop.engine.samplers import SAMPLERS, SCHEDULES, available_samplers
+from desktop.ui.fields import IntEditor, SettingsPanel
 from desktop.ui.form import size_presets
 from desktop.ui.icons import icon
 
 
-class SamplerPanel(QWidget):
-    """Sampling settings. ``last_seed`` is set by the window after each finished job."""
+class SamplerPanel(SettingsPanel):
+    """Sampling settings. ``last_seed`` is set by the window after each finished job.
 
+    Signals:
+        sampler_changed(str): another sampler was chosen.
+        values_changed(): any value changed.
+    """
+
+    PANEL = "sampler"
+    CUSTOM = frozenset({"sampler", "schedule", "seed", "width", "height"})
     sampler_changed = Signal(str)
 
     def __init__(self, parent: QWidget | None = None) -> None:
@@ -48,22 +58,7 @@ class SamplerPanel(QWidget):
             "How noise levels are spaced. Greyed-out types are not supported by this sampler."
         )
         form.addRow("Schedule", self.schedule_combo)
-
-        self.steps_spin = QSpinBox()
-        self.steps_spin.setObjectName("StepsSpin")
-        self.steps_spin.setRange(1, MAX_STEPS)
-        self.steps_spin.setValue(20)
-        self.steps_spin.setToolTip("Denoising steps: more is slower and usually finer.")
-        form.addRow("Steps", self.steps_spin)
-
-        self.cfg_spin = QDoubleSpinBox()
-        self.cfg_spin.setObjectName("CfgSpin")
-        self.cfg_spin.setRange(0.0, MAX_CFG)
-        self.cfg_spin.setSingleStep(0.5)
-        self.cfg_spin.setDecimals(1)
-        self.cfg_spin.setValue(7.0)
-        self.cfg_spin.setToolTip("Classifier-free guidance: how strictly to follow the prompt.")
-        form.addRow("CFG scale", self.cfg_spin)
+        self.add_generic_editors(form, only=("steps", "cfg_scale"))
 
         seed_row = QHBoxLayout()
         self.seed_edit = QLineEdit("-1")
@@ -89,8 +84,8 @@ class SamplerPanel(QWidget):
         form.addRow("Preset", self.preset_combo)
 
         size_row = QHBoxLayout()
-        self.width_spin = self._size_spin("Width in pixels (multiple of 8).")
-        self.height_spin = self._size_spin("Height in pixels (multiple of 8).")
+        self.width_spin = self._size_spin("width")
+        self.height_spin = self._size_spin("height")
         self.swap_button = QToolButton()
         self.swap_button.setIcon(icon("swap"))
         self.swap_button.setToolTip("Swap width and height")
@@ -98,12 +93,7 @@ class SamplerPanel(QWidget):
         size_row.addWidget(self.swap_button)
         size_row.addWidget(self.height_spin, 1)
         form.addRow("Size", size_row)
-
-        self.batch_spin = QSpinBox()
-        self.batch_spin.setObjectName("BatchSpin")
-        self.batch_spin.setRange(1, MAX_BATCH)
-        self.batch_spin.setToolTip("Images per job (seeds seed, seed+1, …).")
-        form.addRow("Batch size", self.batch_spin)
+        self.add_generic_editors(form)
 
         self._presets: tuple[tuple[int, int], ...] = ()
         self.sampler_combo.currentTextChanged.connect(self._on_sampler)
@@ -113,16 +103,46 @@ class SamplerPanel(QWidget):
         self.preset_combo.activated.connect(self._apply_preset)
         self.width_spin.valueChanged.connect(self._sync_preset)
         self.height_spin.valueChanged.connect(self._sync_preset)
+        for signal in (
+            self.sampler_combo.currentTextChanged,
+            self.schedule_combo.currentTextChanged,
+            self.seed_edit.textChanged,
+            self.width_spin.valueChanged,
+            self.height_spin.valueChanged,
+        ):
+            signal.connect(lambda *_: self.values_changed.emit())
         self._on_sampler(self.sampler_combo.currentText())
 
-    def _size_spin(self, tip: str) -> QSpinBox:
-        spin = QSpinBox()
-        spin.setRange(MIN_SIZE, MAX_SIZE)
-        spin.setSingleStep(8)
-        spin.setValue(512)
-        spin.setSuffix(" px")
-        spin.setToolTip(tip)
+    def _size_spin(self, name: str) -> QSpinBox:
+        info = request_field(name)
+        spin = IntEditor(info)
+        spin.setObjectName(f"{name}_editor")
+        spin.setToolTip(info.spec.help)
         return spin
+
+    # -- values ----------------------------------------------------------------------------
+    def _custom_values(self) -> dict[str, Any]:
+        return {
+            "sampler": self.sampler_combo.currentText(),
+            "schedule": self.schedule_combo.currentText(),
+            "seed": self.seed(),
+            "width": self.width_spin.value(),
+            "height": self.height_spin.value(),
+        }
+
+    def _set_custom_values(self, values: dict[str, Any]) -> None:
+        if "sampler" in values or "schedule" in values:
+            self.set_sampler(
+                values.get("sampler", self.sampler_combo.currentText()),
+                values.get("schedule", "Automatic"),
+            )
+        if values.get("seed") is not None:
+            self.set_seed(int(values["seed"]))
+        if values.get("width") is not None or values.get("height") is not None:
+            self.set_size(
+                int(values.get("width") or self.width_spin.value()),
+                int(values.get("height") or self.height_spin.value()),
+            )
 
     # -- sampler / schedule ----------------------------------------------------------------
     def _on_sampler(self, name: str) -> None:

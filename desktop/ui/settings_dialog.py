@@ -19,9 +19,24 @@ from PySide6.QtWidgets import (
 )
 
 from desktop.engine import paths
+from desktop.engine.devices import DEVICE_CHOICES, DEVICE_CHOICES_HELP, parse_device
+from desktop.engine.errors import RequestError
 from desktop.engine.settings import Settings
 
-DEVICES = ("auto", "cpu", "cuda", "mps")
+#: The devices the combo offers: the engine's list (a "cuda:N" setting is added to it).
+DEVICES = DEVICE_CHOICES
+
+
+def _device_items(current: str) -> tuple[list[str], str]:
+    """The combo's items and the selected one for the device setting ``current``."""
+    try:
+        value = parse_device(current)
+    except RequestError:
+        value = "auto"
+    items = list(DEVICE_CHOICES)
+    if value not in items:  # "cuda:1" from the settings file or the command line
+        items.append(value)
+    return items, value
 
 
 class SettingsDialog(QDialog):
@@ -69,9 +84,12 @@ class SettingsDialog(QDialog):
         form.addRow("Model folders", folder_box)
 
         self.device_combo = QComboBox()
-        self.device_combo.addItems(list(DEVICES))
-        self.device_combo.setCurrentText(settings.device if settings.device in DEVICES else "auto")
-        self.device_combo.setToolTip("Where models run; auto picks the GPU when there is one.")
+        device_items, current_device = _device_items(settings.device)
+        self.device_combo.addItems(device_items)
+        self.device_combo.setCurrentText(current_device)
+        self.device_combo.setToolTip(
+            f"Where models run ({DEVICE_CHOICES_HELP}); auto picks the GPU when there is one."
+        )
         form.addRow("Device", self.device_combo)
         layout.addLayout(form)
 

@@ -143,11 +143,15 @@ class ThumbnailLoader(QObject):
         with self._lock:
             if self._closed or path in self._in_flight:
                 return
+            waiting = path in self._pending
             self._pending[path] = None
             self._pending.move_to_end(path)
             while len(self._pending) > MAX_PENDING:
                 self._pending.popitem(last=False)
-        self.pool.start(self._work)
+        # The view asks again on every paint while a thumbnail is made: a path already
+        # waiting has its pool task, and starting more would only queue empty work.
+        if not waiting:
+            self.pool.start(self._work)
 
     def pending(self) -> int:
         with self._lock:

@@ -1,9 +1,11 @@
-"""The generation worker: one long-lived QThread that owns the engine and runs jobs in order.
+"""The generation worker: one long-lived QThread that owns a backend and runs jobs in order.
 
-The engine (and with it torch and diffusers) is imported and created inside ``run``, so the
-GUI thread never pays for those imports. Every signal carries the job id, so the window can
-drop updates from a job it has already cancelled. Previews cross threads as ``QImage``
-copies (never ``QPixmap``, which belongs to the GUI thread).
+The worker knows only the ``Backend`` protocol (``desktop.engine.backend``): the local engine
+by default, a remote server later. The backend (and with the local one torch and diffusers)
+is created inside ``run``, so the GUI thread never pays for those imports. Every signal
+carries the job id, so the window can drop updates from a job it has already cancelled.
+Previews cross threads as ``QImage`` copies (never ``QPixmap``, which belongs to the GUI
+thread).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 from PySide6.QtCore import QThread, Signal
 from PySide6.QtGui import QImage
 
+from desktop.engine.backend import Backend, local_backend
 from desktop.engine.errors import Cancelled, SandstormError
 from desktop.engine.progress import Progress, StepUpdate
 from desktop.engine.results import save_results
@@ -26,7 +29,8 @@ from desktop.ui import threads
 from desktop.ui.jobs import Job
 from desktop.ui.qimage import pil_to_qimage
 
-EngineFactory = Callable[[str], Any]
+#: Makes the backend for a device name, on the worker thread.
+BackendFactory = Callable[[str], Backend]
 
 
 @dataclass
@@ -58,12 +62,6 @@ class _SetDevice:
 _STOP = object()
 
 
-def _default_engine_factory(device: str) -> Any:
-    from desktop.engine.generate import Engine
-
-    return Engine(device=device)
-
-
 class _SignalProgress(Progress):
     """Turns the engine's progress calls into the worker's signals (on the worker thread)."""
 
@@ -89,11 +87,12 @@ class _SignalProgress(Progress):
 
 
 class GenerationWorker(QThread):
-    """Runs ``Job``s one at a time on a single engine; submit from the GUI thread.
+    """Runs ``Job``s one at a time on a single backend; submit from the GUI thread.
 
     Signals:
-        engine_ready(): the engine exists (torch imported, device chosen).
-        engine_failed(message): the engine could not start; the next job retries.
+        engine_ready(): the backend exists (for the local engine: torch imported, device
+            chosen).
+        engine_failed(message): the backend could not start; the next job retries.
         job_started(job_id)
         status_changed(job_id, text): "Loading model …", "Generating…" ("" job id: no job).
         step_previewed(job_id, step, total, elapsed, QImage): once per denoising step.
@@ -121,7 +120,7 @@ class GenerationWorker(QThread):
         self,
         device: str = "auto",
         output_dir: Path | None = None,
-        engine_factory: EngineFactory | None = None,
+        backend_factory: BackendFactory | None = None,
         parent: Any = None,
     ) -> None:
         super().__init__(parent)
@@ -129,8 +128,8 @@ class GenerationWorker(QThread):
         self._inbox: queue.Queue[Any] = queue.Queue()
         self._device = device
         self._output_dir = output_dir
-        self._factory = engine_factory or _default_engine_factory
-        self._engine: Any = None
+        self._factory: BackendFactory = backend_factory or local_backend
+        self._backend: Backend | None = None
         self._stopping = threading.Event()
         self._current: Job | None = None
         self._lock = threading.Lock()
@@ -146,7 +145,7 @@ class GenerationWorker(QThread):
         self._inbox.put(_Preload(model))
 
     def set_device(self, device: str) -> None:
-        """Use ``device`` from the next job on (the engine is rebuilt)."""
+        """Use ``device`` from the next job on (the backend is rebuilt)."""
         self._inbox.put(_SetDevice(device))
 
     def set_output_dir(self, path: Path) -> None:
@@ -154,8 +153,8 @@ class GenerationWorker(QThread):
             self._output_dir = path
 
     @property
-    def engine(self) -> Any:
-        return self._engine
+    def backend(self) -> Backend | None:
+        return self._backend
 
     def stop(self, timeout_ms: int = 30_000) -> bool:
         """Cancel the running job, drop the rest, end the thread; True when it has ended."""
@@ -170,7 +169,7 @@ class GenerationWorker(QThread):
 
     # -- worker thread -------------------------------------------------------------------
     def run(self) -> None:
-        self._ensure_engine()
+        self._ensure_backend()
         while not self._stopping.is_set():
             item = self._inbox.get()
             if item is _STOP or self._stopping.is_set():
@@ -191,47 +190,45 @@ class GenerationWorker(QThread):
                 self.job_cancelled.emit(item.job_id)
         # Dropping the reference is enough at shutdown; an explicit unload (gc.collect) would
         # cost a noticeable fraction of a second while the window waits to close.
-        self._engine = None
+        self._backend = None
 
     def _handle(self, item: Any) -> None:
         if isinstance(item, _SetDevice):
             if item.device != self._device:
                 self._device = item.device
-                self._release_engine()
+                self._release_backend()
         elif isinstance(item, _Preload):
             self._preload(item.model)
         elif isinstance(item, Job):
             self._run_job(item)
 
-    def _ensure_engine(self) -> Any:
-        if self._engine is not None:
-            return self._engine
+    def _ensure_backend(self) -> Backend | None:
+        if self._backend is not None:
+            return self._backend
         self.status_changed.emit("", "Starting engine…")
         try:
-            self._engine = self._factory(self._device)
+            self._backend = self._factory(self._device)
         except SandstormError as exc:
             self.engine_failed.emit(str(exc))
             return None
-        except Exception as exc:  # an engine that cannot start must not kill the thread
+        except Exception as exc:  # a backend that cannot start must not kill the thread
             traceback.print_exc()
             self.engine_failed.emit(f"The engine could not start: {exc}")
             return None
         self.engine_ready.emit()
-        return self._engine
+        return self._backend
 
-    def _release_engine(self) -> None:
-        engine, self._engine = self._engine, None
-        if engine is not None and hasattr(engine, "unload"):
-            engine.unload()
+    def _release_backend(self) -> None:
+        backend, self._backend = self._backend, None
+        if backend is not None:
+            backend.close()
 
     def _preload(self, model: str) -> None:
-        engine = self._ensure_engine()
-        if engine is None or not hasattr(engine, "load"):
+        backend = self._ensure_backend()
+        if backend is None:
             return
-        progress = _SignalProgress(self, None)
         try:
-            info = engine.resolve_model(model)
-            engine.load(info, "", progress)
+            backend.preload(model, _SignalProgress(self, None))
         except SandstormError as exc:
             self.status_changed.emit("", str(exc))
             return
@@ -249,12 +246,12 @@ class GenerationWorker(QThread):
             self._current = job
         try:
             self.job_started.emit(job.job_id)
-            engine = self._ensure_engine()
-            if engine is None:
+            backend = self._ensure_backend()
+            if backend is None:
                 self.job_failed.emit(job.job_id, "The engine is not running; see the message.")
                 return
             try:
-                result = engine.generate(job.request, _SignalProgress(self, job))
+                result = backend.generate(job.request, _SignalProgress(self, job))
             except Cancelled:
                 self.job_cancelled.emit(job.job_id)
                 return
@@ -288,10 +285,6 @@ class GenerationWorker(QThread):
         )
         with self._lock:
             root = self._output_dir
-        if root is None:
-            from desktop.engine.settings import load_settings
-
-            root = load_settings().output_path
         # Saving runs even when a cancel arrives now: the images are complete, and an
         # interrupted save is what leaves half-written files.
         try:

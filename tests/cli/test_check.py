@@ -128,3 +128,36 @@ def test_unavailable_device_setting_falls_back_and_says_why(
     save_settings(Settings(device="mps"))
     assert check.run_check() == 0
     assert "(the setting 'mps' cannot be used:" in capsys.readouterr().out
+
+
+def test_misspelt_device_setting_is_reported_with_the_accepted_forms(
+    capsys, no_bundled_models, fast_qt_probe
+):
+    from desktop.engine.devices import DEVICE_CHOICES_HELP
+    from desktop.engine.settings import Settings, save_settings
+
+    _fake_sd1_checkpoint(paths.user_models_dir() / "checkpoints" / "dreamy.safetensors")
+    save_settings(Settings(device="gpu0"))
+    assert check.run_check() == 0
+    out = capsys.readouterr().out
+    assert "(the setting 'gpu0' cannot be used: Unknown device" in out
+    assert DEVICE_CHOICES_HELP in out
+
+
+def test_own_checkpoint_folders_and_source_vae_folders_are_listed(
+    capsys, tmp_path: Path, no_bundled_models, fast_qt_probe
+):
+    from desktop.engine.settings import Settings, save_settings
+
+    comfy = tmp_path / "ComfyUI"
+    (comfy / "models" / "vae").mkdir(parents=True)
+    _fake_sd1_checkpoint(comfy / "models" / "checkpoints" / "from-comfy.safetensors")
+    save_settings(Settings(extra_model_folders=[str(comfy)]))
+    assert check.run_check() == 0
+    out = capsys.readouterr().out
+    own = paths.user_models_dir() / "checkpoints"
+    assert f"Models in:    {no_bundled_models / 'checkpoints'}  (does not exist yet)" in out
+    assert f"Models in:    {own}" in out
+    assert f"Models in:    {comfy / 'models' / 'checkpoints'}" in out
+    assert f"VAEs in:      {comfy / 'models' / 'vae'}" in out
+    assert "from-comfy  [SD1.5]  usable" in out

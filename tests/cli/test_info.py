@@ -11,7 +11,8 @@ from PIL import Image, PngImagePlugin
 
 from desktop.cli import info
 from desktop.engine.gallery import save_png_with_metadata
-from desktop.engine.request import GenerationRequest
+from desktop.engine.parts import HiresSpec, LoraRef, ReferenceImage
+from desktop.engine.request import GenerationRequest, request_fields
 
 
 def _run(*argv: str) -> int:
@@ -48,7 +49,10 @@ def test_info_prints_our_settings(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert "Schedule type:   Karras" in out
     assert "CFG scale:       6.5" in out
     assert "Size:            640x448" in out
-    assert "Strength:        0.65" in out
+    # The label is the declared one (was a hand-written "Strength:"); longer labels than
+    # "Negative prompt" are followed by one space.
+    assert "Denoising strength: 0.65" in out
+    assert "Init image:      /inputs/sketch.png" in out
 
 
 def test_info_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -102,3 +106,46 @@ def test_info_errors_are_one_line(
     assert len(lines) == 1
     assert lines[0].startswith("sandstorm: error: ")
     assert str(target) in lines[0]
+
+
+def test_info_shows_the_parts_in_use(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    request = REQUEST.replace(
+        loras=(LoraRef("add_detail", unet_strength=0.8, text_strength=0.8),),
+        references=(ReferenceImage("/inputs/face.png", weight=0.5),),
+        hires=HiresSpec(scale=2.0, upscaler="Latent", steps=10, denoise=0.5),
+    )
+    path = save_png_with_metadata(Image.new("RGB", (8, 8)), request, tmp_path / "x.png")
+    assert _run(str(path)) == 0
+    out = capsys.readouterr().out
+    assert "LoRAs:           add_detail (UNet 0.8, text 0.8)" in out
+    assert "Reference images: /inputs/face.png (weight 0.5)" in out
+    assert "Hires fix:       2x Latent, 10 steps, denoise 0.5" in out
+    assert "Control layers" not in out and "Mask:" not in out
+
+    assert _run(str(path), "--json") == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["loras"] == [{"name": "add_detail", "unet_strength": 0.8, "text_strength": 0.8}]
+    assert data["hires"]["steps"] == 10
+    assert (data["controls"], data["mask"], data["batch_size"]) == ([], None, 1)
+
+
+def test_info_json_has_every_declared_setting(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = save_png_with_metadata(Image.new("RGB", (8, 8)), REQUEST, tmp_path / "x.png")
+    assert _run(str(path), "--json") == 0
+    data = json.loads(capsys.readouterr().out)
+    assert {info.name for info in request_fields()} <= set(data)
+
+
+def test_info_strength_of_foreign_img2img_but_not_of_hires(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = "cat\nSteps: 9, Sampler: Euler, Seed: 1, Size: 512x512, Denoising strength: 0.4"
+    for text, strength in ((base, 0.4), (base + ", Hires upscale: 2", None)):
+        pnginfo = PngImagePlugin.PngInfo()
+        pnginfo.add_text("parameters", text)
+        path = tmp_path / "a1111.png"
+        Image.new("RGB", (8, 8)).save(path, pnginfo=pnginfo)
+        assert _run(str(path), "--json") == 0
+        assert json.loads(capsys.readouterr().out)["strength"] == strength

@@ -112,3 +112,48 @@ def test_importing_devices_does_not_import_torch() -> None:
         cwd=paths.PROJECT_ROOT,
     )
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("auto", "auto"),
+        ("", "auto"),
+        ("  ", "auto"),
+        ("CPU", "cpu"),
+        (" mps ", "mps"),
+        ("cuda", "cuda"),
+        ("cuda:0", "cuda:0"),
+        ("CUDA:1", "cuda:1"),
+        ("cuda:01", "cuda:1"),
+        ("cuda:12", "cuda:12"),
+    ],
+)
+def test_parse_device_accepts_and_normalises(text: str, expected: str) -> None:
+    assert devices.parse_device(text) == expected
+
+
+@pytest.mark.parametrize("text", ["gpu", "cuda:", "cuda:x", "cuda:-1", "cuda:1.5", "cpu:0", "tpu"])
+def test_parse_device_rejects_with_the_accepted_forms(text: str) -> None:
+    with pytest.raises(RequestError, match="Unknown device") as caught:
+        devices.parse_device(text)
+    assert devices.DEVICE_CHOICES_HELP in str(caught.value)
+    # A ValueError too, so argparse ``type=parse_device`` reports it as a bad value.
+    assert isinstance(caught.value, ValueError)
+
+
+def test_parse_device_needs_no_gpu(cpu_only) -> None:
+    # Parsing only checks the form; resolve_device checks the device is there.
+    assert devices.parse_device("cuda:3") == "cuda:3"
+    with pytest.raises(RequestError, match="No CUDA GPU"):
+        devices.resolve_device("cuda:3")
+
+
+def test_resolve_device_normalises_through_parse_device(one_cuda_gpu) -> None:
+    assert devices.resolve_device(" CUDA:00 ") == "cuda:0"
+    assert devices.resolve_device("") == "cuda"
+
+
+def test_every_menu_choice_parses() -> None:
+    for choice in devices.DEVICE_CHOICES:
+        assert devices.parse_device(choice) == choice

@@ -21,7 +21,7 @@ from desktop.engine.errors import ModelError, RequestError, SandstormError
 from desktop.engine.gallery import Gallery, GalleryItem, SaveError, save_png_with_metadata
 from desktop.engine.metadata import read_metadata
 from desktop.engine.models import ModelInfo
-from desktop.engine.request import GenerationRequest
+from desktop.engine.request import GenerationRequest, request_fields
 
 
 @pytest.fixture
@@ -183,10 +183,28 @@ def test_stale_temp_files_are_cleaned_and_never_indexed(tmp_path: Path) -> None:
     old = time.time() - 3600
     os.utime(stale, (old, old))
     with Gallery(tmp_path / "out", tmp_path / "g.sqlite3") as opened:
+        assert stale.exists()  # opening walks nothing: it must stay cheap
+        assert opened.sync() == (0, 0)  # the sync's walk removes leftovers on the way
         assert not stale.exists()
         assert fresh.exists()  # may belong to a save running in another window
-        assert opened.sync() == (0, 0)
         assert opened.count() == 0
+        os.utime(fresh, (old, old))
+        assert opened.clean_temp_files() == 1
+        assert not fresh.exists()
+
+
+def test_opening_a_gallery_walks_no_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # save_results opens a Gallery per job: that must not cost a walk of a large folder.
+    walked: list[object] = []
+    real_walk = os.walk
+    monkeypatch.setattr(
+        gallery_module.os, "walk", lambda *a, **k: walked.append(a) or real_walk(*a, **k)
+    )
+    with Gallery(tmp_path / "out", tmp_path / "g.sqlite3") as opened:
+        opened.save(_image(), _request())
+        assert walked == []
+        opened.sync()
+        assert len(walked) == 1
 
 
 # -- index ------------------------------------------------------------------------------------
@@ -473,3 +491,156 @@ def test_index_from_another_schema_version_is_rebuilt(tmp_path: Path) -> None:
     with Gallery(root, index) as second:
         assert second.count() == 0
         assert second.sync() == (1, 0)
+
+
+# -- columns follow the declarations ----------------------------------------------------------
+
+
+def _columns(gallery: Gallery) -> dict[str, str]:
+    with gallery._lock:
+        rows = gallery._conn.execute("PRAGMA table_info(images)").fetchall()
+    return {row["name"]: row["type"] for row in rows}
+
+
+def test_every_indexed_setting_has_a_column_of_its_kind(gallery: Gallery) -> None:
+    columns = _columns(gallery)
+    indexed = [info for info in request_fields() if info.spec.index]
+    assert indexed, "the request declares no indexed setting"
+    types = {"int": "INTEGER", "float": "REAL", "text": "TEXT"}
+    for info in indexed:
+        column = next(c.column for c in gallery_module.setting_columns() if c.name == info.name)
+        assert columns[column] == types[info.kind], info.name
+    for name in ("path", "root", "mtime_ns", "size", "source", "created", "favourite"):
+        assert name in columns
+    assert {"model", "prompt_fold", "request"} <= set(columns)
+    # Nothing else: a setting without index=True has no column.
+    unindexed = {info.name for info in request_fields() if not info.spec.index}
+    assert not (unindexed - {"model"}) & set(columns)
+
+
+def _distinct_value(info):
+    """A valid value for ``info`` that differs from its default."""
+    if info.name == "sampler":
+        return "DPM++ 2M"
+    if info.name == "schedule":
+        return "Karras"
+    if info.kind == "int":
+        return int(info.default if info.default not in (None, -1) else 0) + 8
+    if info.kind == "float":
+        return float(info.default or 0) + 1.5
+    return f"{info.name} text Ünïcode"
+
+
+def test_indexed_settings_round_trip_through_save_and_search(gallery: Gallery) -> None:
+    values = {info.name: _distinct_value(info) for info in request_fields() if info.spec.index}
+    request = GenerationRequest(**values)
+    saved = gallery.save(_image(), request)
+    (found,) = gallery.search(request.prompt.split()[0].upper())
+    assert found == saved
+    assert found.request == request
+    for name, value in values.items():
+        assert found.value(name) == value, name
+        assert getattr(found, name) == value, name
+    # The same item comes back from a sync that reads the file again.
+    with gallery._lock:
+        gallery._conn.execute("DELETE FROM images")
+        gallery._conn.commit()
+    assert gallery.sync() == (1, 0)
+    resynced = gallery.get(saved.path)
+    assert resynced is not None
+    assert resynced.request == request
+    assert {name: resynced.value(name) for name in values} == values
+
+
+def test_item_without_a_request_reads_empty_settings(gallery: Gallery) -> None:
+    plain = gallery.root / "photo.png"
+    plain.parent.mkdir(parents=True)
+    _image().save(plain)
+    assert gallery.sync() == (1, 0)
+    item = gallery.get(plain)
+    assert item is not None and item.request is None
+    assert (item.prompt, item.negative_prompt, item.sampler) == ("", "", "")
+    assert (item.seed, item.steps, item.cfg_scale, item.width, item.height) == (None,) * 5
+    assert item.value("strength") is None  # declared but not indexed: from the request
+    with pytest.raises(AttributeError):
+        _ = item.not_a_setting
+    with pytest.raises(KeyError):
+        item.value("not_a_setting")
+
+
+def test_changed_declarations_rebuild_the_index_and_keep_favourites(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root, index = tmp_path / "out", tmp_path / "g.sqlite3"
+    with Gallery(root, index) as first:
+        kept = first.save(_image(), _request("a favourite", seed=1))
+        first.save(_image(), _request("another", seed=2))
+        first.set_favourite(kept.path, True)
+    # The same declarations open the index as it is.
+    with Gallery(root, index) as same:
+        assert same.count() == 2
+    # A new signature (as when a setting gains or loses index=True) drops the table.
+    monkeypatch.setattr(gallery_module, "schema_signature", lambda: "changed columns")
+    with Gallery(root, index) as rebuilt:
+        assert rebuilt.count() == 0
+        with rebuilt._lock:
+            signature = rebuilt._conn.execute(
+                "SELECT value FROM meta WHERE key = 'schema'"
+            ).fetchone()[0]
+        assert signature == "changed columns"
+        assert rebuilt.sync() == (2, 0)
+        assert [i.prompt for i in rebuilt.search(favourites=True)] == ["a favourite"]
+
+
+def test_index_with_other_columns_is_rebuilt(tmp_path: Path) -> None:
+    # An index made by an older Sandstorm: other columns, another signature.
+    root, index = tmp_path / "out", tmp_path / "g.sqlite3"
+    with Gallery(root, index) as first:
+        first.save(_image(), _request("old layout", seed=4))
+    import sqlite3
+
+    conn = sqlite3.connect(index)
+    conn.executescript(
+        "DROP TABLE images; CREATE TABLE images (path TEXT PRIMARY KEY, prompt TEXT);"
+        "UPDATE meta SET value = '1' WHERE key = 'schema';"
+    )
+    conn.close()
+    with Gallery(root, index) as second:
+        assert "request" in _columns(second)
+        assert second.sync() == (1, 0)
+        assert second.search("layout")[0].seed == 4
+
+
+def test_sync_stops_when_asked_and_continues_later(gallery: Gallery) -> None:
+    for seed in range(5):
+        gallery.save(_image(), _request(f"stop {seed}", seed=seed))
+    with gallery._lock:
+        gallery._conn.execute("DELETE FROM images")
+        gallery._conn.commit()
+    asked = []
+
+    def stop_after_two() -> bool:
+        asked.append(1)
+        return len(asked) > 3
+
+    added, _ = gallery.sync(should_stop=stop_after_two)
+    assert 0 < added < 5
+    assert gallery.sync() == (5 - added, 0)
+    assert gallery.count() == 5
+
+
+def test_index_files_reads_only_those(gallery: Gallery) -> None:
+    item = gallery.save(_image(), _request("restored", seed=8))
+    gallery.forget(item.path)
+    (found,) = gallery.index_files([item.path, gallery.root / "gone.png"])
+    assert found.path == item.path and found.prompt == "restored"
+    assert gallery.count() == 1
+
+
+def test_closed_gallery_raises_a_clear_error(tmp_path: Path) -> None:
+    opened = Gallery(tmp_path / "out", tmp_path / "g.sqlite3")
+    opened.close()
+    opened.close()
+    assert opened.closed
+    with pytest.raises(SandstormError, match="closed"):
+        opened.search()

@@ -25,7 +25,9 @@ from desktop.engine.metadata import (
     workflow_to_prompt,
 )
 from desktop.engine.models import ModelInfo
-from desktop.engine.request import GenerationRequest
+from desktop.engine.parts import ControlUnit, HiresSpec, LoraRef, MaskSpec, ReferenceImage
+from desktop.engine.request import GenerationRequest, request_fields
+from desktop.engine.schema import FieldInfo
 
 
 def _request(**changes) -> GenerationRequest:
@@ -132,6 +134,175 @@ def test_round_trip_of_unicode_prompt_in_itxt(tmp_path: Path) -> None:
     assert read_metadata(stripped).request == request
 
 
+# -- derived from the declarations ------------------------------------------------------------
+
+_INFOTEXT_FIELDS = [
+    info for info in request_fields() if info.spec.infotext and info.kind not in ("part", "parts")
+]
+# init_image makes strength relevant (so it is written); seed and batch size leave room.
+_BASE = GenerationRequest(prompt="a quiet harbour", seed=1000, init_image="/inputs/a.png")
+
+
+def _other_value(info: FieldInfo) -> object:
+    """A valid value of a setting other than its default (within limits, on its step)."""
+    default = info.default
+    if info.kind in ("int", "float"):
+        step = info.spec.step or 1
+        value = default + step
+        if info.spec.maximum is not None and value > info.spec.maximum:
+            value = default - step
+        return int(value) if info.kind == "int" else float(value)
+    if info.kind == "bool":
+        return not default
+    allowed = info.spec.allowed()
+    if allowed is None:
+        return "other-value"
+    for choice in allowed:
+        if choice == default:
+            continue
+        try:
+            _BASE.replace(**{info.name: choice})
+        except Exception:  # e.g. a schedule the default sampler does not support
+            continue
+        return choice
+    raise AssertionError(f"no other valid value for {info.name}")
+
+
+def test_infotext_fields_are_declared() -> None:
+    names = [info.name for info in _INFOTEXT_FIELDS]
+    assert names[:4] == ["steps", "sampler", "schedule", "cfg_scale"]
+    assert {"seed", "width", "height", "model", "vae", "strength", "batch_size"} <= set(names)
+
+
+@pytest.mark.parametrize("info", _INFOTEXT_FIELDS, ids=lambda info: info.name)
+def test_every_infotext_setting_is_written_and_read_back(info: FieldInfo) -> None:
+    value = _other_value(info)
+    assert value != info.default
+    request = _BASE.replace(**{info.name: value})
+    text = format_parameters(request)
+    assert f"{info.spec.infotext}: " in text.splitlines()[-1]
+
+    meta = metadata_from_chunks({"parameters": text})
+    assert meta.source == "a1111"
+    assert meta.extras == {}
+    assert meta.request is not None
+    assert getattr(meta.request, info.name) == value
+    # Everything else the infotext holds came back unchanged too.
+    for other in _INFOTEXT_FIELDS:
+        assert getattr(meta.request, other.name) == getattr(request, other.name), other.name
+
+
+def test_infotext_leaves_out_defaults_and_irrelevant_values() -> None:
+    text = format_parameters(GenerationRequest(prompt="p", strength=0.3, seed=4))
+    assert text == "p\nSteps: 20, Sampler: Euler, CFG scale: 7, Seed: 4, Size: 512x512"
+    text = format_parameters(
+        GenerationRequest(prompt="p", seed=4, batch_size=3, schedule="Exponential")
+    )
+    assert "Schedule type: Exponential, " in text
+    assert text.endswith("Size: 512x512, Batch size: 3")
+
+
+def test_loras_and_hires_round_trip_through_the_infotext_alone() -> None:
+    request = _request(
+        loras=(LoraRef("add_detail", 0.8, 0.8), LoraRef("film grain", 1.0, 0.5)),
+        hires=HiresSpec(scale=1.5, upscaler="Lanczos", steps=12, denoise=0.35),
+    )
+    text = format_parameters(request, model_hash="abcdef0123")
+    first, second = text.split("\nNegative prompt:")[0].splitlines()
+    assert first == "a castle on a hill, golden hour: dramatic"
+    assert second == "second line (detailed:1.2) <lora:add_detail:0.8> <lora:film grain:0.5:1>"
+    assert text.endswith(
+        "Model hash: abcdef0123, Hires upscale: 1.5, Hires steps: 12, Hires upscaler: Lanczos, "
+        "Denoising strength: 0.35"
+    )
+    meta = metadata_from_chunks({"parameters": text})
+    assert meta.request == request
+    assert (meta.model_hash, meta.extras) == ("abcdef0123", {})
+
+
+def test_lora_tags_alone_make_the_prompt_line() -> None:
+    request = GenerationRequest(prompt="", seed=1, loras=(LoraRef("x", 2.0, 2.0),))
+    text = format_parameters(request)
+    assert text.startswith("<lora:x:2>\nSteps: 20")
+    assert metadata_from_chunks({"parameters": text}).request == request
+
+
+def test_unusable_lora_tags_stay_in_the_prompt() -> None:
+    meta = metadata_from_chunks(
+        {"parameters": "cat <lora:a:0.5> <lora:b:lots>\nSteps: 5, Sampler: Euler, Seed: 2"}
+    )
+    assert meta.request is not None
+    assert meta.request.prompt == "cat <lora:b:lots>"
+    assert meta.request.loras == (LoraRef("a", 0.5, 0.5),)
+    assert list(meta.extras) == ["LoRA tags"]
+
+
+def _all_parts_request() -> GenerationRequest:
+    return _request(
+        init_image="/inputs/photo.png",
+        strength=0.7,
+        loras=(LoraRef("add_detail", unet_strength=0.6, text_strength=0.9),),
+        controls=(
+            ControlUnit("canny", "/inputs/edges.png", strength=0.8, start=0.1, end=0.9),
+            ControlUnit("tile", "/inputs/tile.png", model="control_v11f1e_sd15_tile"),
+        ),
+        references=(ReferenceImage("/inputs/face.png", weight=0.5, model="ip-adapter_sd15"),),
+        mask=MaskSpec("/inputs/mask.png", blur=8, mode="fill", padding=16, only_masked=False),
+        hires=HiresSpec(scale=2.0, upscaler="Latent", steps=10, denoise=0.5),
+    )
+
+
+def test_all_parts_round_trip_through_the_sandstorm_chunk(tmp_path: Path) -> None:
+    request = _all_parts_request()
+    assert len(request.used_parts()) == 5
+    path = save_png_with_metadata(Image.new("RGB", (8, 8)), request, tmp_path / "parts.png")
+    meta = read_metadata(path)
+    assert meta.source == "sandstorm"
+    assert meta.request == request
+
+
+def test_parts_without_image_paths_stay_in_extras_from_the_infotext() -> None:
+    request = _all_parts_request()
+    text = format_parameters(request)
+    line = text.splitlines()[-1]
+    assert 'ControlNet 0: "Module: canny, Model: None, Weight: 0.8, Guidance Start: 0.1, ' in line
+    assert 'IP-Adapter 0: "Model: ip-adapter_sd15, Weight: 0.5"' in line
+    assert "Mask blur: 8, Masked content: fill, Inpaint area: Whole picture, " in line
+    # img2img: "Denoising strength" is the img2img strength, written once.
+    assert line.count("Denoising strength") == 1
+
+    meta = metadata_from_chunks({"parameters": text})
+    read = meta.request
+    assert read is not None
+    assert read.loras == request.loras
+    assert (read.controls, read.references, read.mask) == ((), (), None)
+    assert read.hires is not None and read.hires.scale == 2.0
+    assert meta.extras["ControlNet 1"] == (
+        "Module: tile, Model: control_v11f1e_sd15_tile, Weight: 1, Guidance Start: 0, "
+        "Guidance End: 1"
+    )
+    assert meta.extras["IP-Adapter 0"] == "Model: ip-adapter_sd15, Weight: 0.5"
+    assert meta.extras["Masked content"] == "fill"
+
+
+@pytest.mark.parametrize(
+    ("pair", "extras"),
+    [
+        ("Batch size: 99", {"Batch size": "99"}),
+        ("Batch size: two", {"Batch size": "two"}),
+        ("Denoising strength: nan", {"Denoising strength": "nan"}),
+        ("Steps: 1e999", {"Steps": "1e999"}),
+        ("Hires upscale: 2, Hires steps: 1e999", {"Hires upscale": "2", "Hires steps": "1e999"}),
+    ],
+)
+def test_unusable_values_are_kept_in_extras(pair: str, extras: dict[str, str]) -> None:
+    meta = metadata_from_chunks({"parameters": f"x\nSampler: Euler, Seed: 3, {pair}"})
+    assert meta.request is not None
+    assert meta.extras == extras
+    if "Batch size: 99" in pair:
+        assert meta.request.batch_size == 16  # clamped to the declared maximum
+
+
 # -- AUTOMATIC1111 ----------------------------------------------------------------------------
 
 A1111_FULL = (
@@ -155,11 +326,11 @@ def test_a1111_with_negative_and_extras() -> None:
     assert (request.steps, request.cfg_scale, request.seed) == (28, 6.5, 987654321)
     assert (request.width, request.height) == (768, 512)
     assert request.model == "v1-5-pruned-emaonly"
-    assert request.strength == 0.45
+    # A txt2img infotext's "Denoising strength" is the hires pass's denoise.
+    assert request.hires == HiresSpec(scale=2.0, upscaler="Latent", denoise=0.45)
+    assert request.strength == GenerationRequest(prompt="").strength
     assert (meta.model_name, meta.model_hash) == ("v1-5-pruned-emaonly", "6ce0161689")
     assert meta.extras == {
-        "Hires upscale": "2",
-        "Hires upscaler": "Latent",
         "Lora hashes": "add_detail: 7c6bad76eb54",
         "Version": "v1.6.0",
     }

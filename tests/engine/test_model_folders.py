@@ -190,7 +190,9 @@ def test_vae_and_lora_folders(tmp_path: Path):
     assert model_folders.vae_folders([webui]) == [webui / "models/VAE"]
     assert model_folders.lora_folders([webui]) == [webui / "models/Lora"]
     with pytest.raises(ValueError, match="unknown model kind"):
-        model_folders.describe_source(webui).folders("embeddings")
+        model_folders.describe_source(webui).folders("textures")
+    with pytest.raises(ValueError, match="unknown model kind"):
+        model_folders.folders_for("textures", [webui])
 
 
 def test_known_installs_finds_usual_locations(tmp_path: Path):
@@ -202,3 +204,103 @@ def test_known_installs_finds_usual_locations(tmp_path: Path):
         tmp_path / "ComfyUI",
         tmp_path / "stable-diffusion-webui",
     ]
+
+
+def test_folders_for_lists_own_folders_first_then_sources(tmp_path: Path):
+    from desktop.engine import paths
+
+    comfy = tmp_path / "ComfyUI"
+    _mkdirs(comfy, "models/checkpoints", "models/vae", "models/embeddings", "models/controlnet")
+    webui = tmp_path / "webui"
+    _mkdirs(webui, "models/Stable-diffusion", "models/VAE", "models/ESRGAN", "embeddings")
+    sources = [comfy, str(webui), tmp_path / "unplugged-drive"]
+
+    vae = model_folders.folders_for("vae", sources)
+    assert vae == [
+        paths.BUNDLED_MODELS / "vae",
+        paths.user_models_dir() / "vae",
+        comfy / "models/vae",
+        webui / "models/VAE",
+    ]
+    checkpoints = model_folders.checkpoint_search_folders(sources)
+    assert checkpoints[:4] == [
+        paths.BUNDLED_MODELS / "checkpoints",
+        paths.BUNDLED_MODELS / "diffusers",
+        paths.user_models_dir() / "checkpoints",
+        paths.user_models_dir() / "diffusers",
+    ]
+    assert checkpoints[4:] == [comfy / "models/checkpoints", webui / "models/Stable-diffusion"]
+    assert model_folders.folders_for("checkpoints", sources) == checkpoints
+    # A1111 keeps embeddings next to models/, not in it.
+    assert model_folders.folders_for("embeddings", sources)[2:] == [
+        comfy / "models/embeddings",
+        webui / "embeddings",
+    ]
+    assert model_folders.folders_for("upscale_models", sources)[2:] == [webui / "models/ESRGAN"]
+    assert model_folders.folders_for("controlnet", sources)[2:] == [comfy / "models/controlnet"]
+    # No sources: only Sandstorm's own folders, listed even before they exist.
+    assert model_folders.folders_for("loras") == [
+        paths.BUNDLED_MODELS / "loras",
+        paths.user_models_dir() / "loras",
+    ]
+    assert models.default_model_folders() == model_folders.checkpoint_search_folders()
+
+
+def test_folders_for_has_no_duplicates(tmp_path: Path):
+    comfy = tmp_path / "ComfyUI"
+    _mkdirs(comfy, "models/checkpoints", "models/vae")
+    vae = model_folders.folders_for("vae", [comfy, comfy, comfy / "models"])
+    assert len(vae) == len(set(vae)) == 3
+
+
+def test_scan_without_folders_uses_the_settings_sources(tmp_path: Path):
+    from desktop.engine.settings import Settings, save_settings
+
+    webui = tmp_path / "webui"
+    _mkdirs(webui, "models/Stable-diffusion")
+    _fake_sd1_checkpoint(webui / "models/Stable-diffusion" / "from-webui.safetensors")
+    save_settings(Settings(extra_model_folders=[str(webui)]))
+    assert "from-webui" in [m.name for m in models.scan(include_builtin=False)]
+    assert model_folders.checkpoint_search_folders([str(webui)]) == (
+        models.configured_model_folders()
+    )
+
+
+def _engine_without_torch_device(**kwargs):
+    """A CPU engine: building one loads no model, so it is cheap."""
+    from desktop.engine.generate import Engine
+
+    return Engine(device="cpu", **kwargs)
+
+
+def test_engine_finds_vaes_in_comfyui_and_a1111_folders(tmp_path: Path):
+    from desktop.engine import paths
+
+    comfy = tmp_path / "ComfyUI"
+    _mkdirs(comfy, "models/checkpoints", "models/vae")
+    (comfy / "models/vae" / "comfy-vae.safetensors").write_bytes(b"x")
+    webui = tmp_path / "webui"
+    _mkdirs(webui, "models/Stable-diffusion", "models/VAE")
+    (webui / "models/VAE" / "webui-vae.pt").write_bytes(b"x")
+    (webui / "models/VAE" / "notes.txt").write_bytes(b"x")
+    own = paths.user_models_dir() / "vae"
+    own.mkdir(parents=True)
+    (own / "comfy-vae.safetensors").write_bytes(b"mine")
+
+    engine = _engine_without_torch_device(extra_sources=[str(comfy), str(webui)])
+    assert engine._resolve_vae("") is None
+    assert engine._resolve_vae("webui-vae") == webui / "models/VAE" / "webui-vae.pt"
+    assert engine._resolve_vae("webui-vae.pt") == webui / "models/VAE" / "webui-vae.pt"
+    # Sandstorm's own folders come first.
+    assert engine._resolve_vae("comfy-vae") == own / "comfy-vae.safetensors"
+    with pytest.raises(ModelError, match="No VAE named 'notes'"):
+        engine._resolve_vae("notes")
+    # Without extra_sources the engine reads them from the settings.
+    from desktop.engine.settings import Settings, save_settings
+
+    save_settings(Settings(extra_model_folders=[str(webui)]))
+    assert _engine_without_torch_device()._resolve_vae("webui-vae") == (
+        webui / "models/VAE" / "webui-vae.pt"
+    )
+    with pytest.raises(ModelError, match="No VAE named 'webui-vae'"):
+        _engine_without_torch_device(extra_sources=[])._resolve_vae("webui-vae")

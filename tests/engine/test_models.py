@@ -2,12 +2,15 @@
 
 import json
 import time
+from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import save_file
 
 from desktop.engine import models
-from desktop.engine.models import inspect_file, scan
+from desktop.engine.errors import ModelError
+from desktop.engine.models import ModelInfo, inspect_file, scan
 
 T = torch.zeros(1)
 
@@ -131,3 +134,70 @@ def test_scan_of_100_files_is_fast(tmp_path):
     elapsed = time.perf_counter() - start
     assert len(found) == 100
     print(f"scan of 100 files: {elapsed * 1000:.1f} ms")
+
+
+def _info(path: str, usable: bool = True, fmt: str = "safetensors") -> ModelInfo:
+    p = Path(path)
+    name = p.name if fmt == "diffusers" else p.stem
+    return ModelInfo(name, p, fmt, "sd1" if usable else "unknown", usable=usable)
+
+
+def test_match_model_rules_in_order(tmp_path):
+    dreamy = _info(str(tmp_path / "a" / "Dreamy_v8.safetensors"))
+    folder = _info(str(tmp_path / "b" / "photo-xl"), fmt="diffusers")
+    listed = [dreamy, folder]
+    match = models.match_model
+    # 1. full path, as written or once resolved
+    assert match(listed, str(dreamy.path)) is dreamy
+    assert match(listed, str(tmp_path / "a" / ".." / "a" / "Dreamy_v8.safetensors")) is dreamy
+    # 2. discovered name
+    assert match(listed, "photo-xl") is folder
+    # 3. file name, also from another computer's path (POSIX or Windows separators)
+    assert match(listed, "Dreamy_v8.safetensors") is dreamy
+    assert match(listed, "/home/someone/models/Dreamy_v8.safetensors") is dreamy
+    assert match(listed, r"C:\SD\models\Stable-diffusion\Dreamy_v8.safetensors") is dreamy
+    assert match(listed, "D:\\diffusers\\photo-xl\\") is folder
+    # 4. stem: another suffix of the same model, 5. the stem ignoring case
+    assert match(listed, "Dreamy_v8.ckpt") is dreamy
+    assert match(listed, "dreamy_V8") is dreamy
+    # nothing else
+    assert match(listed, "Dreamy") is None
+    assert match(listed, "") is None
+    assert match(listed, "   ") is None
+    assert match([], "Dreamy_v8") is None
+
+
+def test_match_model_prefers_usable_models(tmp_path):
+    broken = _info(str(tmp_path / "x" / "model.safetensors"), usable=False)
+    good = _info(str(tmp_path / "y" / "model.ckpt"))
+    # Same name: the usable one wins even though the unusable one comes first.
+    assert models.match_model([broken, good], "model") is good
+    # A usable match by a weaker rule beats an unusable exact path.
+    assert models.match_model([broken, good], str(broken.path)) is good
+    # Only when nothing usable matches is the unusable model returned (to say why).
+    assert models.match_model([broken], "model") is broken
+    # Among equally strong matches of the same usability, the list order decides.
+    other = _info(str(tmp_path / "z" / "model.safetensors"))
+    assert models.match_model([other, good], "model") is other
+
+
+def test_match_model_stronger_rules_win(tmp_path):
+    by_stem = _info(str(tmp_path / "one" / "v1-5.safetensors"))
+    by_name = ModelInfo("v1-5.safetensors", tmp_path / "two" / "odd", "diffusers", "sd1")
+    assert models.match_model([by_stem, by_name], "v1-5.safetensors") is by_name
+    assert models.match_model([by_stem, by_name], "v1-5") is by_stem
+
+
+def test_find_model_uses_match_model_and_explains_unusable(tmp_path):
+    _write(tmp_path / "Lora-thing.safetensors", {"lora_unet_down.weight": (4, 4)})
+    _write(
+        tmp_path / "Good.safetensors",
+        {UNET_IN: (2, 4, 1, 1), "cond_stage_model.transformer.x": (1,)},
+    )
+    found = scan([tmp_path], include_builtin=False)
+    assert models.find_model("good", found).name == "Good"
+    assert models.find_model(r"E:\\old-pc\\Good.safetensors", found).name == "Good"
+    lora = models.find_model("Lora-thing", found)
+    assert not lora.usable and "LoRA" in lora.reason
+    with pytest.raises(ModelError, match="No model named 'missing'"):
+        models.find_model("missing", found)

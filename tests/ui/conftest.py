@@ -45,14 +45,16 @@ def no_running_qthreads() -> Iterator[None]:
 def tiny_settings(tiny_sd: Path, sandstorm_home: Path) -> Settings:
     """Saved settings that select the tiny model at 64x64 with 3 Euler steps on the CPU."""
     settings = Settings(
-        last_model=str(tiny_sd),
-        prompt="a tiny test image",
-        sampler="Euler",
-        steps=3,
-        cfg_scale=5.0,
-        width=64,
-        height=64,
-        batch_size=1,
+        last_request={
+            "model": str(tiny_sd),
+            "prompt": "a tiny test image",
+            "sampler": "Euler",
+            "steps": 3,
+            "cfg_scale": 5.0,
+            "width": 64,
+            "height": 64,
+            "batch_size": 1,
+        },
         output_dir=str(sandstorm_home / "out"),
         extra_model_folders=[str(tiny_sd.parent)],
         device="cpu",

@@ -56,12 +56,16 @@ def _start_xvfb(display: str) -> subprocess.Popen:
     while time.monotonic() < deadline:
         if server.poll() is not None:
             error = server.stderr.read().decode(errors="replace")[-300:] if server.stderr else ""
+            if server.stderr is not None:
+                server.stderr.close()
             pytest.skip(f"Xvfb could not start on {display}: {error.strip()}")
         if socket.exists():
             return server
         time.sleep(0.05)
     server.kill()
     server.wait()
+    if server.stderr is not None:
+        server.stderr.close()
     pytest.skip(f"Xvfb did not open {display} within 10 s")
 
 
@@ -70,13 +74,15 @@ def _start_xvfb(display: str) -> subprocess.Popen:
 def test_real_window_under_xvfb_screenshot(sandstorm_home, tiny_sd):
     """Run the app on a real X server, generate once and save a screenshot for review."""
     settings = Settings(
-        last_model=str(tiny_sd),
-        prompt="a sandstorm over red dunes at dusk, wide angle",
-        negative_prompt="blurry",
-        sampler="Euler",
-        steps=4,
-        width=64,
-        height=64,
+        last_request={
+            "model": str(tiny_sd),
+            "prompt": "a sandstorm over red dunes at dusk, wide angle",
+            "negative_prompt": "blurry",
+            "sampler": "Euler",
+            "steps": 4,
+            "width": 64,
+            "height": 64,
+        },
         extra_model_folders=[str(tiny_sd.parent)],
         device="cpu",
     )
@@ -125,9 +131,14 @@ def test_real_window_under_xvfb_screenshot(sandstorm_home, tiny_sd):
             if app.poll() is None:
                 app.kill()
                 app.wait()
+            for stream in (app.stdout, app.stderr):
+                if stream is not None:
+                    stream.close()
     finally:
         server.terminate()
         server.wait(timeout=10)
+        if server.stderr is not None:
+            server.stderr.close()
     assert target.stat().st_size > 10_000
     from PIL import Image, ImageStat
 

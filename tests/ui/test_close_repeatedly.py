@@ -16,7 +16,7 @@ def test_close_mid_job_twenty_times(qtbot, tiny_settings):
         qtbot.addWidget(window)
         window.show()
         window.start_engine()
-        window.sampler_panel.steps_spin.setValue(150)
+        window.sampler_panel.set_values({"steps": 150})
         window.generate()
         with qtbot.waitSignal(window.preview_shown, timeout=120_000):
             pass

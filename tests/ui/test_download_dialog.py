@@ -15,8 +15,6 @@ from desktop.engine import downloads
 from desktop.engine.errors import Cancelled
 from desktop.ui.download_dialog import (
     DownloadDialog,
-    install_download_action,
-    open_download_dialog,
 )
 from tests.engine.test_downloads import PAYLOAD, FileServer
 
@@ -165,22 +163,22 @@ def test_cancel_and_closing_the_window_stop_the_thread(qtbot, tmp_path: Path, ca
 
 
 def test_file_menu_entry_opens_the_dialog_and_refreshes_models(
-    qtbot, tmp_path: Path, catalogue: Path, monkeypatch: pytest.MonkeyPatch
+    qtbot, tmp_path: Path, catalogue: Path, monkeypatch: pytest.MonkeyPatch, tiny_settings
 ):
-    window = QMainWindow()
+    from desktop.ui.main_window import MainWindow
+
+    window = MainWindow()
     qtbot.addWidget(window)
-    file_menu = window.menuBar().addMenu("&File")
-    settings = file_menu.addAction("&Settings…")
-    file_menu.addSeparator()
-    quit_action = file_menu.addAction("&Quit")
     refreshed: list[int] = []
     messages: list[tuple[str, str]] = []
-    window.refresh_models = lambda: refreshed.append(1)  # type: ignore[attr-defined]
-    window.show_message = lambda text, level: messages.append((text, level))  # type: ignore[attr-defined]
+    window.refresh_models = lambda: refreshed.append(1)  # type: ignore[method-assign]
+    window.show_message = lambda text, level, action=None: messages.append((text, level))  # type: ignore[method-assign]
 
-    action = install_download_action(window)
+    action = window.download_action
+    file_menu = window.file_menu
     actions = file_menu.actions()
-    assert actions.index(settings) < actions.index(action) < actions.index(quit_action)
+    assert actions.index(window.settings_action) < actions.index(action)
+    assert actions.index(action) < actions.index(window.quit_action)
     assert action.text() == "&Download starter models…" and action.toolTip()
 
     monkeypatch.setenv("SANDSTORM_OFFLINE", "1")  # the default dialog must not probe the net
@@ -191,12 +189,13 @@ def test_file_menu_entry_opens_the_dialog_and_refreshes_models(
     opened.reject()
     monkeypatch.delenv("SANDSTORM_OFFLINE")
 
-    dialog = open_download_dialog(
-        window, catalogue=catalogue, models_dir=tmp_path / "models", online_check=lambda: True
+    dialog = window.open_downloads(
+        catalogue=catalogue, models_dir=tmp_path / "models", online_check=lambda: True
     )
     dialog.select(0)
     with qtbot.waitSignal(dialog.download_finished, timeout=TIMEOUT):
         dialog.start_download()
     assert refreshed == [1]
-    assert messages and messages[0][1] == "info" and "local-1.safetensors" in messages[0][0]
+    assert messages and messages[-1][1] == "info" and "local-1.safetensors" in messages[-1][0]
     dialog.reject()
+    window.shutdown()

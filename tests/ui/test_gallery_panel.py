@@ -12,17 +12,12 @@ from PySide6.QtCore import QModelIndex, Qt
 from PySide6.QtGui import QGuiApplication
 from PySide6.QtTest import QTest
 
-from desktop.engine.gallery import Gallery, GalleryItem
+from desktop.engine.gallery import Gallery, GalleryItem, index_row
 from desktop.engine.request import GenerationRequest
-from desktop.engine.settings import Settings
 from desktop.ui import thumbnails
+from desktop.ui.delete_bin import DeleteBin
 from desktop.ui.gallery_model import FavouriteRole, GalleryModel, PathRole
-from desktop.ui.gallery_panel import (
-    DeleteBin,
-    GalleryPanel,
-    install_gallery,
-    offer_parameters_from_file,
-)
+from desktop.ui.gallery_panel import GalleryPanel
 from desktop.ui.thumbnails import ThumbnailLoader
 
 WAIT = 10_000
@@ -58,10 +53,11 @@ def gallery(sandstorm_home: Path):
 @pytest.fixture
 def panel(qtbot, gallery: Gallery):
     # The holding folder is what CI can exercise: a headless runner may have no trash.
-    widget = GalleryPanel(gallery, delete_bin=DeleteBin(use_trash=False))
+    widget = GalleryPanel(gallery.root, delete_bin=DeleteBin(use_trash=False))
     qtbot.addWidget(widget)
-    widget.resize(700, 500)
-    widget.show()
+    with qtbot.waitSignal(widget.index_synced, timeout=WAIT):
+        widget.resize(700, 500)  # the panel syncs its index as it opens
+        widget.show()
     qtbot.waitExposed(widget)
     yield widget
     widget.shutdown()
@@ -114,7 +110,7 @@ def test_favourites_and_model_filters(qtbot, panel, gallery):
     panel.model.reload()
     panel.refresh_models()
     _select(panel, panel.model.row_of(a.path))
-    panel.favourite_action.trigger()
+    panel.gallery_actions.favourite.trigger()
     assert gallery.get(a.path).favourite
     assert panel.model.item(panel.model.row_of(a.path)).favourite
     panel.favourites_button.setChecked(True)
@@ -151,11 +147,11 @@ def test_reuse_emits_request_with_or_without_seed(qtbot, panel, gallery):
     panel.model.reload()
     _select(panel, 0)
     with qtbot.waitSignal(panel.reuse_requested, timeout=WAIT) as plain:
-        panel.reuse_action.trigger()
+        panel.gallery_actions.reuse.trigger()
     request, keep = plain.args
     assert (request.prompt, request.seed, request.steps, keep) == ("a bridge", -1, 7, False)
     with qtbot.waitSignal(panel.reuse_requested, timeout=WAIT) as seeded:
-        panel.reuse_seed_action.trigger()
+        panel.gallery_actions.reuse_seed.trigger()
     assert seeded.args[0].seed == 1234 and seeded.args[1] is True
 
 
@@ -163,14 +159,14 @@ def test_copy_actions_and_reveal(qtbot, panel, gallery):
     item = _save(gallery, "a teapot", 5)
     panel.model.reload()
     _select(panel, 0)
-    panel.copy_params_action.trigger()
+    panel.gallery_actions.copy_params.trigger()
     clipboard = QGuiApplication.clipboard()
     assert clipboard.text().startswith("a teapot\n")
-    panel.copy_image_action.trigger()
+    panel.gallery_actions.copy_image.trigger()
     assert clipboard.image().size().width() == 320
     opened = []
     panel.open_url = opened.append
-    panel.reveal_action.trigger()
+    panel.gallery_actions.reveal.trigger()
     assert [u.toLocalFile() for u in opened] == [str(item.path.parent)]
     assert panel.context_menu().actions()  # the same actions on right-click
 
@@ -211,14 +207,17 @@ def test_delete_removes_from_view_index_and_disk_and_undo_restores(qtbot, panel,
     assert deleted[0].held_at.is_file() and not deleted[0].in_trash
     assert gallery.get(doomed.path) is None
     assert _rows(panel) == ["keep me"]
-    assert panel.undo_action.isEnabled()
+    assert panel.gallery_actions.undo.isEnabled()
 
-    assert panel.undo_delete() == [doomed.path]
-    assert doomed.path.is_file()
+    with qtbot.waitSignal(panel.index_synced, timeout=WAIT) as synced:
+        assert panel.undo_delete() == [doomed.path]
+        assert doomed.path.is_file()  # the file is back at once, the index follows
+    assert synced.args == [1, 0]
     restored = gallery.get(doomed.path)
     assert restored is not None and restored.favourite and restored.prompt == "delete me"
     assert sorted(_rows(panel)) == ["delete me", "keep me"]
-    assert not panel.undo_action.isEnabled()
+    assert panel.current_item().path == doomed.path
+    assert not panel.gallery_actions.undo.isEnabled()
     assert keep.path.is_file()
 
 
@@ -276,15 +275,18 @@ def test_thumbnail_of_a_large_jpeg_is_decoded_at_reduced_scale(sandstorm_home: P
 def test_lazy_loading_fetches_pages(qtbot, gallery, sandstorm_home: Path):
     # Index rows pointing at one real file: the model only reads the index.
     real = _save(gallery, "seed image", 1)
-    rows = [
-        (
-            GalleryItem(path=real.path.with_name(f"{i:05d}-x.png"), prompt=f"p{i}", created=i),
-            1,
-            1,
-        )
-        for i in range(2000)
-    ]
-    gallery._upsert(rows)
+    gallery._upsert(
+        [
+            index_row(
+                real.path.with_name(f"{i:05d}-x.png"),
+                GenerationRequest(prompt=f"p{i}", seed=i),
+                created=i,
+                mtime_ns=1,
+                size=1,
+            )
+            for i in range(2000)
+        ]
+    )
     model = GalleryModel(gallery, None, page_size=200)
     assert model.rowCount() == 200 and model.total == 2001 and model.pages_fetched == 1
     assert model.canFetchMore()
@@ -302,7 +304,7 @@ def test_view_fetches_more_when_scrolled_to_the_end(qtbot, panel, gallery):
     real = _save(gallery, "x", 1)
     gallery._upsert(
         [
-            (GalleryItem(path=real.path.with_name(f"{i:05d}-y.png"), created=i), 1, 1)
+            index_row(real.path.with_name(f"{i:05d}-y.png"), None, created=i, mtime_ns=1, size=1)
             for i in range(600)
         ]
     )
@@ -316,62 +318,6 @@ def test_view_fetches_more_when_scrolled_to_the_end(qtbot, panel, gallery):
     assert panel.loader.pending() + panel.loader.made + len(panel.model._failed) < 300
 
 
-@pytest.fixture
-def window(qtbot, sandstorm_home: Path):
-    from desktop.ui.main_window import MainWindow
-
-    settings = Settings(output_dir=str(sandstorm_home / "out"), device="cpu")
-    win = MainWindow(settings=settings)
-    qtbot.addWidget(win)
-    yield win
-    win.shutdown()
-
-
-def test_install_gallery_wires_the_window(qtbot, window, gallery):
-    item = _save(gallery, "a harbour at dawn", 777, steps=9, cfg_scale=6.0, sampler="Euler")
-    panel = install_gallery(window)
-    try:
-        assert panel.parentWidget() is not None  # docked
-        qtbot.waitUntil(lambda: panel.model.rowCount() == 1, timeout=WAIT)
-
-        window.results_saved.emit([_save(gallery, "a second one", 8)])
-        assert panel.model.item(0).prompt == "a second one"
-
-        _select(panel, panel.model.row_of(item.path))
-        panel.reuse_seed_action.trigger()
-        assert window.prompt_panel.prompt() == "a harbour at dawn"
-        assert window.prompt_panel.negative_prompt() == "blurry"
-        s = window.sampler_panel
-        assert (s.steps_spin.value(), s.cfg_spin.value(), s.seed()) == (9, 6.0, 777)
-        assert (s.width_spin.value(), s.height_spin.value()) == (320, 256)
-        panel.reuse_action.trigger()
-        assert s.seed() == -1
-
-        panel.img2img_action.trigger()
-        assert window.img2img_panel.init_image() == str(item.path)
-
-        panel.open_current()
-        assert window.canvas.image().width() == 320
-    finally:
-        panel.shutdown()
-
-
-def test_dropped_image_offers_its_parameters(qtbot, window, gallery, sandstorm_home: Path):
-    item = _save(gallery, "a dropped robot", 31337, steps=11)
-    assert offer_parameters_from_file(window, item.path)
-    bar = window.message_bar
-    assert "generation settings" in bar.text()
-    assert bar.action_button.text() == "Use its parameters"
-    bar.action_button.click()
-    assert window.prompt_panel.prompt() == "a dropped robot"
-    assert window.sampler_panel.seed() == 31337
-    assert window.sampler_panel.steps_spin.value() == 11
-
-    plain = sandstorm_home / "plain.png"
-    Image.new("RGB", (8, 8)).save(plain)
-    assert not offer_parameters_from_file(window, plain)
-
-
 def test_model_ignores_invalid_parent_and_unknown_roles(gallery):
     _save(gallery, "z", 1)
     model = GalleryModel(gallery, None)
@@ -380,3 +326,143 @@ def test_model_ignores_invalid_parent_and_unknown_roles(gallery):
     assert model.data(model.index(5), PathRole) is None
     assert not model.canFetchMore(model.index(0))
     model.fetchMore(QModelIndex())
+
+
+# -- standalone: folders, background work, shutdown ---------------------------------------------
+
+
+def _record_threads(monkeypatch: pytest.MonkeyPatch, name: str) -> list[int]:
+    """Record the thread every call of ``Gallery.<name>`` runs on."""
+    seen: list[int] = []
+    real = getattr(Gallery, name)
+
+    def recording(self, *args, **kwargs):
+        seen.append(threading.get_ident())
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Gallery, name, recording)
+    return seen
+
+
+def test_set_root_opens_and_syncs_off_the_gui_thread(qtbot, panel, gallery, monkeypatch, tmp_path):
+    _save(gallery, "in the first folder", 1)
+    panel.model.reload()
+    other_root = tmp_path / "elsewhere"
+    with Gallery(root=other_root, index_path=tmp_path / "scratch.sqlite3") as other:
+        for seed in range(3):
+            _save(other, f"in the second folder {seed}", seed + 10)
+    opened = _record_threads(monkeypatch, "__init__")
+    synced = _record_threads(monkeypatch, "sync")
+    previous = panel.gallery
+    with qtbot.waitSignal(panel.index_synced, timeout=WAIT) as done:
+        panel.set_root(other_root)
+        # Until the new folder is ready the old one stays on screen.
+        assert _rows(panel) == ["in the first folder"]
+    assert done.args == [3, 0]
+    gui = threading.get_ident()
+    assert opened and gui not in opened
+    assert synced and gui not in synced
+    assert panel.root == other_root.resolve()
+    assert sorted(_rows(panel)) == [f"in the second folder {s}" for s in range(3)]
+    assert panel.model_combo.findText("tiny-model") > 0
+    qtbot.waitUntil(lambda: previous.closed, timeout=WAIT)  # the old index is closed
+    # New results of the old folder no longer belong in the view.
+    assert panel.add_results([_save(gallery, "late result of the old folder", 99)]) == 0
+
+
+def test_a_later_set_root_wins(qtbot, panel, tmp_path):
+    first, second = tmp_path / "first", tmp_path / "second"
+    for root, prompt in ((first, "first folder"), (second, "second folder")):
+        with Gallery(root=root) as g:
+            _save(g, prompt, 1)
+    with qtbot.waitSignal(panel.index_synced, timeout=WAIT):
+        panel.set_root(first)
+        panel.set_root(second)
+    qtbot.waitUntil(lambda: panel.tasks.active() == 0, timeout=WAIT)
+    assert panel.root == second.resolve()
+    assert _rows(panel) == ["second folder"]
+
+
+def test_undo_delete_reindexes_off_the_gui_thread(qtbot, panel, gallery, monkeypatch):
+    item = _save(gallery, "undo me", 4)
+    panel.model.reload()
+    _select(panel, 0)
+    panel.delete_selected()
+    indexed = _record_threads(monkeypatch, "index_files")
+    synced = _record_threads(monkeypatch, "sync")
+    with qtbot.waitSignal(panel.index_synced, timeout=WAIT):
+        panel.undo_delete()
+    assert indexed and threading.get_ident() not in indexed
+    assert threading.get_ident() not in synced
+    assert _rows(panel) == ["undo me"]
+    assert gallery.get(item.path) is not None
+
+
+def test_sync_in_background_finds_files_copied_in_by_hand(qtbot, panel, gallery):
+    with Gallery(root=gallery.root / "import", index_path=gallery.index_path.with_name("x")) as g:
+        copied = _save(g, "copied by hand", 5)
+    assert panel.model.rowCount() == 0
+    with qtbot.waitSignal(panel.index_synced, timeout=WAIT) as done:
+        panel.sync_in_background()
+        panel.sync_in_background()  # coalesced with the running one
+    assert done.args == [1, 0]
+    assert [i.path for i in panel.model.items()] == [copied.path]
+
+
+def test_sync_failure_is_a_message_not_a_crash(qtbot, panel, monkeypatch):
+    def broken(self, should_stop=None):
+        raise OSError("disk on fire")
+
+    monkeypatch.setattr(Gallery, "sync", broken)
+    with qtbot.waitSignal(panel.message, timeout=WAIT) as said:
+        panel.sync_in_background()
+    text, level = said.args
+    assert "disk on fire" in text and level == "warning"
+
+
+def test_reuse_without_settings_warns(qtbot, panel, gallery):
+    plain = gallery.root / "plain.png"
+    plain.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (8, 8)).save(plain)
+    with qtbot.waitSignal(panel.index_synced, timeout=WAIT):
+        panel.sync_in_background()
+    _select(panel, 0)
+    with qtbot.waitSignal(panel.message, timeout=WAIT) as said:
+        panel.gallery_actions.reuse.trigger()
+    assert "No generation settings" in said.args[0]
+
+
+def test_img2img_action_emits_the_path(qtbot, panel, gallery):
+    item = _save(gallery, "to img2img", 3)
+    panel.model.reload()
+    _select(panel, 0)
+    with qtbot.waitSignal(panel.send_to_img2img_requested, timeout=WAIT) as sent:
+        panel.gallery_actions.img2img.trigger()
+    assert sent.args == [str(item.path)]
+
+
+def test_shutdown_stops_background_work_and_is_safe_twice(qtbot, gallery, tmp_path):
+    widget = GalleryPanel(gallery.root, delete_bin=DeleteBin(use_trash=False))
+    qtbot.addWidget(widget)
+    widget.set_root(tmp_path / "another")  # still running or just done: either is fine
+    assert widget.shutdown(10_000)
+    assert widget.shutdown()
+    assert widget.tasks.active() == 0
+    assert widget.gallery.closed
+    widget.sync_in_background()  # ignored after shutdown
+    widget.set_root(tmp_path)
+    assert widget.undo_delete() == []
+
+
+def test_panel_needs_no_window(qtbot, gallery):
+    # Constructed on its own, with its own loader: the signals are the whole interface.
+    _save(gallery, "standalone", 1)
+    widget = GalleryPanel(gallery.root)
+    qtbot.addWidget(widget)
+    try:
+        with qtbot.waitSignal(widget.index_synced, timeout=WAIT):
+            pass
+        assert widget.parentWidget() is None
+        assert _rows(widget) == ["standalone"]
+    finally:
+        widget.shutdown()

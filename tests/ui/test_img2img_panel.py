@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
+from PySide6.QtCore import QMimeData, QPoint, Qt, QUrl
 from PySide6.QtGui import QDragEnterEvent, QDropEvent, QGuiApplication, QImage
 from PySide6.QtTest import QTest
 
 from desktop.engine import paths
-from desktop.ui.form import FormState
+from desktop.ui.form import build_request
 from desktop.ui.img2img_panel import Img2ImgPanel
 
 
@@ -33,7 +33,7 @@ def png(tmp_path: Path) -> Path:
 def drop(zone, mime: QMimeData) -> bool:
     """Send a drag-enter then a drop to ``zone``, as a real drag would."""
     enter = QDragEnterEvent(
-        QPointF(10, 10),
+        QPoint(10, 10),
         Qt.DropAction.CopyAction,
         mime,
         Qt.MouseButton.LeftButton,
@@ -41,7 +41,7 @@ def drop(zone, mime: QMimeData) -> bool:
     )
     zone.dragEnterEvent(enter)
     event = QDropEvent(
-        QPointF(10, 10),
+        QPoint(10, 10),
         Qt.DropAction.CopyAction,
         mime,
         Qt.MouseButton.LeftButton,
@@ -52,10 +52,7 @@ def drop(zone, mime: QMimeData) -> bool:
 
 
 def request_from(panel: Img2ImgPanel):
-    state = FormState(prompt="x", model="m", width=64, height=64)
-    state.init_image = panel.init_image()
-    state.strength = panel.strength()
-    return state.to_request()
+    return build_request({"prompt": "x", "model": "m", "width": 64, "height": 64, **panel.values()})
 
 
 def test_file_url_drop_switches_to_img2img_with_strength(qtbot, panel, png):

@@ -5,13 +5,14 @@ from __future__ import annotations
 import pytest
 
 from desktop.engine.errors import RequestError
+from desktop.engine.request import GenerationRequest
 from desktop.engine.settings import Settings
-from desktop.ui.form import FormState, size_presets
+from desktop.ui.form import build_request, remember_values, restored_values, size_presets
 from desktop.ui.jobs import JobQueue
 
 
 def _request(prompt: str = "p"):
-    return FormState(prompt=prompt, model="m", width=64, height=64).to_request()
+    return GenerationRequest(prompt=prompt, model="m", width=64, height=64)
 
 
 def test_job_queue_order_remove_and_cancel():
@@ -29,29 +30,35 @@ def test_job_queue_order_remove_and_cancel():
     assert jobs.cancel_all() == [c] and c.cancelled and len(jobs) == 0
 
 
-def test_form_state_builds_a_request_and_refuses_bad_values():
-    state = FormState(prompt="a cat", model="m", sampler="Euler a", width=64, height=96, seed=7)
-    request = state.to_request()
+def test_build_request_from_panel_values_and_refuses_bad_values():
+    values = {"prompt": "a cat", "model": "m", "sampler": "Euler a", "width": 64, "height": 96}
+    values["seed"] = 7
+    request = build_request(values)
     assert (request.width, request.height, request.seed, request.sampler) == (64, 96, 7, "Euler a")
     assert not request.is_img2img
-    state.schedule = "Karras"  # Euler a supports Automatic only
     with pytest.raises(RequestError, match="does not support"):
-        state.to_request()
-    state.schedule, state.width = "Automatic", 65
+        build_request({**values, "schedule": "Karras"})  # Euler a supports Automatic only
     with pytest.raises(RequestError, match="multiple of 8"):
-        state.to_request()
-    state.width, state.init_image, state.strength = 64, "/tmp/x.png", 0.3
-    assert state.to_request().strength == 0.3
+        build_request({**values, "width": 65})
+    assert build_request({**values, "init_image": "/tmp/x.png", "strength": 0.3}).strength == 0.3
+    # Strength does not matter without an init image: the request keeps the default.
+    assert build_request({**values, "strength": 0.3}) == build_request(values)
+    assert build_request({**values, "not a setting": 1}) == build_request(values)
 
 
-def test_form_state_settings_round_trip():
+def test_remembered_values_round_trip_and_bad_ones_are_dropped():
     settings = Settings()
-    FormState(prompt="hi", model="/m", steps=9, cfg_scale=3.5, width=128, height=64).store(settings)
-    back = FormState.from_settings(settings)
-    assert (back.prompt, back.model, back.steps, back.cfg_scale) == ("hi", "/m", 9, 3.5)
-    assert (back.width, back.height) == (128, 64)
-    # Empty settings keep the defaults instead of zeros.
-    assert FormState.from_settings(Settings()).steps == FormState().steps
+    values = {"prompt": "hi", "model": "/m", "steps": 9, "cfg_scale": 3.5, "width": 128}
+    remember_values({**values, "height": 64, "seed": 5, "init_image": "/i.png"}, settings)
+    # Seed and init image are not remembered (declared remember=False).
+    assert "seed" not in settings.last_request and "init_image" not in settings.last_request
+    back = restored_values(settings)
+    assert {k: back[k] for k in values} == values and back["height"] == 64
+    settings.last_request.update(width=65, sampler="Gone", steps="many", seed=3)
+    back = restored_values(settings)
+    assert "width" not in back and "sampler" not in back and "steps" not in back
+    assert "seed" not in back and back["prompt"] == "hi"
+    assert restored_values(Settings()) == {}
 
 
 def test_size_presets_per_family():

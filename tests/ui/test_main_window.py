@@ -65,11 +65,11 @@ def _wait_job(qtbot, win: MainWindow, job_id: str, timeout: int = LONG) -> str:
 
 def test_queue_runs_in_order_and_cancel_during_job_2_leaves_job_3(qtbot, window, tiny_settings):
     seen = _collect(window)
-    steps = window.sampler_panel.steps_spin
+    panel = window.sampler_panel
     job1 = window.generate()
-    steps.setValue(150)  # long enough to be cancelled from the GUI thread mid-run
+    panel.set_values({"steps": 150})  # long enough to be cancelled from the GUI thread mid-run
     job2 = window.generate()
-    steps.setValue(3)
+    panel.set_values({"steps": 3})
     job3 = window.generate()
     assert [j.job_id for j in window.jobs.pending] in (
         [job1.job_id, job2.job_id, job3.job_id],
@@ -96,7 +96,7 @@ def test_queue_runs_in_order_and_cancel_during_job_2_leaves_job_3(qtbot, window,
 
 def test_remove_and_cancel_all_empty_the_queue(qtbot, window):
     seen = _collect(window)
-    window.sampler_panel.steps_spin.setValue(150)
+    window.sampler_panel.set_values({"steps": 150})
     jobs = [window.generate() for _ in range(3)]
     window.remove_job(jobs[2].job_id)
     assert jobs[2].job_id not in window.queue_view.job_ids()
@@ -111,7 +111,7 @@ def test_remove_and_cancel_all_empty_the_queue(qtbot, window):
 
 
 def test_close_during_a_job_exits_quickly_and_cleanly(qtbot, window, tiny_settings):
-    window.sampler_panel.steps_spin.setValue(150)
+    window.sampler_panel.set_values({"steps": 150})
     window.generate()
     with qtbot.waitSignal(window.preview_shown, timeout=LONG):
         pass
@@ -131,7 +131,7 @@ def test_close_during_a_job_exits_quickly_and_cleanly(qtbot, window, tiny_settin
 
 
 def test_gui_thread_stays_responsive_while_generating(qtbot, window):
-    window.sampler_panel.steps_spin.setValue(10)
+    window.sampler_panel.set_values({"steps": 10})
     finished: list[str] = []
     window.worker.job_finished.connect(lambda j, _s: finished.append(j))
     gap = measure_max_gap(lambda: window.generate(), lambda: bool(finished), timeout=120)
@@ -141,10 +141,10 @@ def test_gui_thread_stays_responsive_while_generating(qtbot, window):
 
 def test_user_errors_show_a_message_and_the_next_job_works(qtbot, window, tiny_sd, tmp_path):
     # An invalid size never reaches the worker.
-    window.sampler_panel.width_spin.setValue(66)
+    window.sampler_panel.set_values({"width": 66})
     assert window.generate() is None
     assert "multiple of 8" in window.message_bar.text()
-    window.sampler_panel.width_spin.setValue(64)
+    window.sampler_panel.set_values({"width": 64})
 
     # A broken model file fails its job with a clear message; the worker keeps running.
     bad = Path(window.settings.extra_model_folders[0]) / "broken.ckpt"
@@ -201,8 +201,8 @@ def test_img2img_job_uses_strength(qtbot, window, tmp_path):
     Image.new("RGB", (64, 64), (200, 120, 40)).save(init)
     assert window.img2img_panel.set_image(init)
     window.img2img_panel.set_strength(0.5)
-    window.sampler_panel.steps_spin.setValue(4)
-    request = window.form_state().to_request()
+    window.sampler_panel.set_values({"steps": 4})
+    request = window.build_request()
     assert request.init_image == str(init) and request.strength == 0.5
     seen = _collect(window)
     job = window.generate()
@@ -216,26 +216,26 @@ def test_settings_round_trip_through_a_restart(qtbot, tiny_settings, tiny_sd):
     first.show()
     first.prompt_panel.set_prompt("a lighthouse at dusk", "blurry")
     first.sampler_panel.set_sampler("DPM++ 2M", "Karras")
-    first.sampler_panel.steps_spin.setValue(7)
-    first.sampler_panel.cfg_spin.setValue(4.5)
+    first.sampler_panel.set_values({"steps": 7})
+    first.sampler_panel.set_values({"cfg_scale": 4.5})
     first.sampler_panel.set_size(64, 96)
-    first.sampler_panel.batch_spin.setValue(2)
+    first.sampler_panel.set_values({"batch_size": 2})
     first.img2img_panel.set_strength(0.4)
     first.queue_dock.hide()
     first.resize(1111, 777)
     first.close()
-    assert load_settings().prompt == "a lighthouse at dusk"
+    assert load_settings().last_request["prompt"] == "a lighthouse at dusk"
 
     second = MainWindow()
     qtbot.addWidget(second)
     second.show()
-    state = second.form_state()
-    assert state.prompt == "a lighthouse at dusk" and state.negative_prompt == "blurry"
-    assert (state.sampler, state.schedule) == ("DPM++ 2M", "Karras")
-    assert (state.steps, state.cfg_scale, state.batch_size) == (7, 4.5, 2)
-    assert (state.width, state.height) == (64, 96)
-    assert state.strength == pytest.approx(0.4)
-    assert state.model == str(tiny_sd)
+    state = second.request_values()
+    assert state["prompt"] == "a lighthouse at dusk" and state["negative_prompt"] == "blurry"
+    assert (state["sampler"], state["schedule"]) == ("DPM++ 2M", "Karras")
+    assert (state["steps"], state["cfg_scale"], state["batch_size"]) == (7, 4.5, 2)
+    assert (state["width"], state["height"]) == (64, 96)
+    assert state["strength"] == pytest.approx(0.4)
+    assert state["model"] == str(tiny_sd)
     assert second.queue_dock.isHidden()
     assert not second.prompt_dock.isHidden()
     # The offscreen screen is smaller than the window, so Qt clamps the size; check that
@@ -301,7 +301,7 @@ def test_builtin_model_is_default_and_shows_examples(qtbot, sandstorm_home, monk
     ],
 )
 def test_keyboard_generate_and_escape_cancel(qtbot, window, key, modifiers):
-    window.sampler_panel.steps_spin.setValue(150)
+    window.sampler_panel.set_values({"steps": 150})
     window.prompt_panel.negative_edit.setFocus()
     QTest.keyClick(window.prompt_panel.negative_edit, key, modifiers)
     assert len(window.jobs) == 1
@@ -328,11 +328,9 @@ def test_apply_request_fills_the_panels(qtbot, window, tiny_sd):
         height=64,
     )
     window.apply_request(request)
-    state = window.form_state()
-    assert (state.prompt, state.sampler, state.steps, state.seed) == ("reused", "DDIM", 11, 42)
-    assert (state.width, state.height) == (96, 64)
+    assert window.build_request() == request
     window.apply_request(request, keep_seed=False)
-    assert window.form_state().seed == -1
+    assert window.build_request() == request.replace(seed=-1)
 
 
 def test_changing_model_family_offers_its_sizes(qtbot, sandstorm_home, monkeypatch, tiny_sd):
@@ -346,15 +344,15 @@ def test_changing_model_family_offers_its_sizes(qtbot, sandstorm_home, monkeypat
     win = MainWindow()
     qtbot.addWidget(win)
     panel = win.sampler_panel
-    assert (panel.width_spin.value(), panel.height_spin.value()) == (64, 64)  # native size
+    assert (panel.values()["width"], panel.values()["height"]) == (64, 64)  # native size
     win.prompt_panel.model_combo.setCurrentIndex(1)
-    assert (panel.width_spin.value(), panel.height_spin.value()) == (1024, 1024)
+    assert (panel.values()["width"], panel.values()["height"]) == (1024, 1024)
     assert panel.preset_combo.currentText() == "1024 × 1024"
     panel.preset_combo.setCurrentIndex(3)
     panel.preset_combo.activated.emit(3)
-    assert (panel.width_spin.value(), panel.height_spin.value()) == (832, 1216)
+    assert (panel.values()["width"], panel.values()["height"]) == (832, 1216)
     panel.swap_button.click()
-    assert (panel.width_spin.value(), panel.height_spin.value()) == (1216, 832)
+    assert (panel.values()["width"], panel.values()["height"]) == (1216, 832)
     assert "[SDXL]" in win.prompt_panel.model_combo.currentText()
     win.close()
 
@@ -388,7 +386,35 @@ def test_dropping_an_image_with_settings_on_the_window_offers_them(qtbot, tiny_s
         bar = window.message_bar
         assert "generation settings" in bar.text()
         bar._run_action()
-        state = window.form_state()
-        assert state.prompt == "a stored prompt" and state.seed == 4242 and state.steps == 7
+        state = window.request_values()
+        assert state["prompt"] == "a stored prompt" and state["seed"] == 4242
+        assert state["steps"] == 7
     finally:
         window.shutdown()
+
+
+def test_typing_after_launch_lands_in_the_prompt_and_space_never_generates(qtbot, window):
+    """A new user launches, types a sentence and presses Ctrl+Enter: one job, that prompt."""
+    queued: list[str] = []
+    add = window.jobs.add
+    window.jobs.add = lambda request: queued.append(request.prompt) or add(request)  # type: ignore[method-assign]
+    focused = window.focusWidget()
+    assert focused is window.prompt_panel.prompt_edit
+    window.prompt_panel.set_prompt("")
+    QTest.keyClicks(focused, "a red fox jumps over seven lazy dogs")
+    assert queued == []
+    QTest.keyClick(focused, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier)
+    assert queued == ["a red fox jumps over seven lazy dogs"]
+
+    # A click on Generate does not leave the button focused, so the next spaces type text.
+    window.generate_button.click()
+    assert len(queued) == 2
+    assert window.generate_button.focusPolicy() == Qt.FocusPolicy.TabFocus
+    assert window.focusWidget() is not window.generate_button
+
+    # Reached with Tab, the button takes Space and Enter like any button.
+    window.generate_button.setFocus(Qt.FocusReason.TabFocusReason)
+    QTest.keyClick(window.generate_button, Qt.Key.Key_Space)
+    QTest.keyClick(window.generate_button, Qt.Key.Key_Return)
+    assert len(queued) == 4
+    window.cancel_all()

@@ -1,4 +1,4 @@
-"""The worker thread on its own, with a scripted engine (fast, no torch) and the tiny model."""
+"""The worker thread on its own, with a scripted backend (fast, no torch) and the tiny model."""
 
 from __future__ import annotations
 
@@ -7,24 +7,35 @@ from pathlib import Path
 
 from PIL import Image
 
+from desktop.engine.backend import Backend
 from desktop.engine.errors import GenerationError, ModelError
 from desktop.engine.progress import Progress, StepUpdate
-from desktop.ui.form import FormState
+from desktop.engine.request import GenerationRequest
 from desktop.ui.jobs import JobQueue
 from desktop.ui.worker import GenerationWorker
 
 
 def _job(jobs: JobQueue, prompt: str = "p", steps: int = 3):
-    request = FormState(prompt=prompt, model="m", steps=steps, width=64, height=64, seed=5)
-    return jobs.add(request.to_request())
+    request = GenerationRequest(prompt=prompt, model="m", steps=steps, width=64, height=64, seed=5)
+    return jobs.add(request)
 
 
-class ScriptedEngine:
-    """Acts like ``Engine.generate``: previews per step, honours cancel, fails on request."""
+class ScriptedBackend:
+    """A ``Backend``: previews per step, honours cancel, fails on request."""
+
+    name = "scripted"
 
     def __init__(self) -> None:
         self.step_gate = threading.Event()
         self.step_gate.set()
+        self.preloaded: list[str] = []
+        self.closed = 0
+
+    def preload(self, model: str, progress: Progress) -> None:
+        self.preloaded.append(model)
+
+    def close(self) -> None:
+        self.closed += 1
 
     def generate(self, request, progress: Progress):
         if request.prompt == "fail":
@@ -46,7 +57,7 @@ def test_engine_start_failure_is_reported_and_jobs_fail_cleanly(qtbot):
     def broken(_device: str):
         raise ModelError("No usable device was found.")
 
-    worker = GenerationWorker(engine_factory=broken)
+    worker = GenerationWorker(backend_factory=broken)
     jobs = JobQueue()
     job = _job(jobs)
     failures: list[tuple] = []
@@ -62,8 +73,9 @@ def test_engine_start_failure_is_reported_and_jobs_fail_cleanly(qtbot):
 
 
 def test_failures_and_cancels_do_not_stop_the_worker(qtbot, tmp_path):
-    engine = ScriptedEngine()
-    worker = GenerationWorker(output_dir=tmp_path, engine_factory=lambda _d: engine)
+    engine = ScriptedBackend()
+    assert isinstance(engine, Backend)
+    worker = GenerationWorker(output_dir=tmp_path, backend_factory=lambda _d: engine)
     jobs = JobQueue()
     events: list[tuple] = []
     worker.job_failed.connect(lambda j, m: events.append(("failed", j, m)))
@@ -97,10 +109,10 @@ def test_failures_and_cancels_do_not_stop_the_worker(qtbot, tmp_path):
 def test_tiny_model_previews_every_step_and_saves(qtbot, tiny_sd: Path, tmp_path: Path):
     worker = GenerationWorker(device="cpu", output_dir=tmp_path / "out")
     jobs = JobQueue()
-    request = FormState(
+    request = GenerationRequest(
         prompt="dunes", model=str(tiny_sd), steps=2, width=64, height=64, batch_size=2
     )
-    job = jobs.add(request.to_request())
+    job = jobs.add(request)
     statuses: list[str] = []
     steps: list[tuple] = []
     worker.status_changed.connect(lambda _j, text: statuses.append(text))
@@ -114,4 +126,30 @@ def test_tiny_model_previews_every_step_and_saves(qtbot, tiny_sd: Path, tmp_path
     assert statuses[0] == "Starting engine…"
     assert any(s.startswith("Loading model") for s in statuses)
     assert len(list((tmp_path / "out").rglob("*.png"))) == 2
+    assert worker.stop(5000)
+
+
+def test_preload_and_device_change_go_through_the_backend(qtbot, tmp_path):
+    backends: list[ScriptedBackend] = []
+
+    def factory(device: str) -> ScriptedBackend:
+        backends.append(ScriptedBackend())
+        return backends[-1]
+
+    worker = GenerationWorker(device="cpu", output_dir=tmp_path, backend_factory=factory)
+    statuses: list[str] = []
+    worker.status_changed.connect(lambda _j, text: statuses.append(text))
+    worker.start()
+    with qtbot.waitSignal(
+        worker.status_changed, timeout=10_000, check_params_cb=lambda j, t: t == "Ready."
+    ):
+        worker.preload("model-a")
+    assert backends[0].preloaded == ["model-a"]
+    worker.set_device("cuda:1")
+    with qtbot.waitSignal(
+        worker.status_changed, timeout=10_000, check_params_cb=lambda j, t: t == "Ready."
+    ):
+        worker.preload("model-b")
+    # A new device gets a new backend; the old one released what it held.
+    assert len(backends) == 2 and backends[0].closed == 1 and backends[1].preloaded == ["model-b"]
     assert worker.stop(5000)
