@@ -13,7 +13,9 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+from desktop.engine.environment import apply_defaults
+
+apply_defaults()
 
 
 def bench_model() -> tuple[str, int]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import time
 from collections.abc import Sequence
@@ -83,7 +82,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "decoder fine-tune, export and evaluation run)",
     )  # fmt: skip
     args = parser.parse_args(argv)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from desktop.engine.environment import apply_defaults
+
+    apply_defaults()
     torch.set_num_threads(args.threads)
     workdir: Path = args.workdir
     if args.fresh:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -178,7 +177,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--grid", type=Path, default=None, help="save the pictures as a grid")
     parser.add_argument("--json", type=Path, default=None, help="save the scores as JSON")
     args = parser.parse_args(argv)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from desktop.engine.environment import apply_defaults
+
+    apply_defaults()
     if not (args.model / "sandstorm.json").is_file():
         print(f"No built-in model at {args.model} (sandstorm.json is missing).", file=sys.stderr)
         return 2

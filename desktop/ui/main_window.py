@@ -41,8 +41,8 @@ from PySide6.QtWidgets import (
 from desktop.engine.defaults import defaults_for
 from desktop.engine.errors import RequestError, SandstormError
 from desktop.engine.metadata import read_metadata
-from desktop.engine.model_folders import checkpoint_folders
-from desktop.engine.models import ModelInfo, default_model_folders, match_model, scan
+from desktop.engine.model_folders import checkpoint_search_folders
+from desktop.engine.models import ModelInfo, match_model, scan
 from desktop.engine.queue_store import QueueStore
 from desktop.engine.request import GenerationRequest, snap_size
 from desktop.engine.results import save_results
@@ -63,16 +63,6 @@ from desktop.ui.sampler_panel import SamplerPanel
 from desktop.ui.settings_dialog import SettingsDialog
 from desktop.ui.tasks import Task, TaskRunner
 from desktop.ui.worker import BackendFactory, GenerationWorker, JobImages
-
-
-def model_folders(settings: Settings) -> list[Path]:
-    """Folders to scan: the defaults plus the checkpoint folders of the user's sources.
-
-    A source may be a plain folder, a ComfyUI or AUTOMATIC1111 install, or an
-    ``extra_model_paths.yaml``; ``checkpoint_folders`` resolves them and never raises.
-    """
-    folders = [*default_model_folders(), *checkpoint_folders(settings.extra_model_folders)]
-    return list(dict.fromkeys(folders))
 
 
 class MainWindow(QMainWindow):
@@ -422,14 +412,17 @@ class MainWindow(QMainWindow):
 
     def store_settings(self) -> Settings:
         """Write the panels, layout and geometry to the settings file; returns them."""
-        remember_values(self.request_values(), self.settings)
         self.settings.window_geometry = bytes(self.saveGeometry().toBase64().data()).decode()
         self.settings.window_state = bytes(self.saveState().toBase64().data()).decode()
+        self._save_settings_file()
+        return self.settings
+
+    def _save_settings_file(self) -> None:
+        remember_values(self.request_values(), self.settings)
         try:
             save_settings(self.settings)
         except OSError as exc:
             self.statusBar().showMessage(f"Settings could not be saved: {exc.strerror}.")
-        return self.settings
 
     def open_settings(self) -> SettingsDialog:
         """Open the settings dialog (window-modal, non-blocking); returns it."""
@@ -464,7 +457,7 @@ class MainWindow(QMainWindow):
     # -- models ----------------------------------------------------------------------------
     def refresh_models(self, select: str = "") -> None:
         """Rescan the model folders (cheap: headers only) and refill the picker."""
-        self.models = scan(model_folders(self.settings))
+        self.models = scan(checkpoint_search_folders(self.settings.extra_model_folders))
         self.prompt_panel.set_models(self.models, select)
         usable = sum(m.usable for m in self.models)
         if not usable:
@@ -574,6 +567,8 @@ class MainWindow(QMainWindow):
         self.message_bar.dismiss()
         job = self.jobs.add(request)
         self._submit_waiting()
+        # The panels as they were for this job survive a crash too, not only a clean close.
+        self._save_settings_file()
         self.statusBar().showMessage(f"Queued {job.job_id}.", 2000)
         return job
 
@@ -800,4 +795,7 @@ class MainWindow(QMainWindow):
         if not self._shown_once:
             # A person who launches the app and types is typing a prompt.
             self._shown_once = True
+            # Ask for keyboard focus too: without a window manager (or when the launcher kept
+            # it) the window is not active, and window shortcuts such as Ctrl+Enter need it.
+            self.activateWindow()
             self.prompt_panel.focus_prompt()

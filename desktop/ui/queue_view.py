@@ -4,7 +4,7 @@ while the queue is paused."""
 
 from __future__ import annotations
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtWidgets import (
     QFrame,
     QHBoxLayout,
@@ -12,6 +12,7 @@ from PySide6.QtWidgets import (
     QListWidget,
     QListWidgetItem,
     QPushButton,
+    QSizePolicy,
     QToolButton,
     QVBoxLayout,
     QWidget,
@@ -65,6 +66,7 @@ class QueueView(QWidget):
         self.list = QListWidget()
         self.list.setObjectName("QueueList")
         self.list.setToolTip("Jobs run top to bottom; ✕ removes a waiting job.")
+        self.list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         layout.addWidget(self.list, 1)
         row = QHBoxLayout()
         self.count_label = QLabel("Queue is empty")
@@ -109,6 +111,8 @@ class QueueView(QWidget):
         label = QLabel(text)
         label.setToolTip(text)
         label.setTextFormat(Qt.TextFormat.PlainText)
+        # A long summary is clipped (full text in the tooltip) so the buttons stay in view.
+        label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         layout.addWidget(label, 1)
         if kind == "waiting":
             button = QToolButton()
@@ -134,7 +138,7 @@ class QueueView(QWidget):
             dismiss.clicked.connect(lambda _=False, j=job_id: self.dismiss_requested.emit(j))
             layout.addWidget(again)
             layout.addWidget(dismiss)
-        item.setSizeHint(row.sizeHint())
+        item.setSizeHint(QSize(0, row.sizeHint().height()))
         item.setData(JOB_ID_ROLE, job_id)
         item.setData(KIND_ROLE, kind)
         self.list.addItem(item)

@@ -21,7 +21,7 @@ from PySide6.QtWidgets import (
 from desktop.engine import paths
 from desktop.engine.devices import DEVICE_CHOICES, DEVICE_CHOICES_HELP, parse_device
 from desktop.engine.errors import RequestError
-from desktop.engine.settings import Settings
+from desktop.engine.settings import QUEUE_ON_START, Settings
 
 #: The devices the combo offers: the engine's list (a "cuda:N" setting is added to it).
 DEVICES = DEVICE_CHOICES
@@ -37,6 +37,11 @@ def _device_items(current: str) -> tuple[list[str], str]:
     if value not in items:  # "cuda:1" from the settings file or the command line
         items.append(value)
     return items, value
+
+
+#: What the queue does at start-up, as the combo shows it (keys: ``QUEUE_ON_START``).
+_QUEUE_ON_START = {"run": "Run them on start", "paused": "Restore them paused"}
+assert tuple(_QUEUE_ON_START) == QUEUE_ON_START
 
 
 class SettingsDialog(QDialog):
@@ -91,6 +96,19 @@ class SettingsDialog(QDialog):
             f"Where models run ({DEVICE_CHOICES_HELP}); auto picks the GPU when there is one."
         )
         form.addRow("Device", self.device_combo)
+
+        self.queue_combo = QComboBox()
+        self.queue_combo.setObjectName("QueueOnStartCombo")
+        for value, text in _QUEUE_ON_START.items():
+            self.queue_combo.addItem(text, value)
+        self.queue_combo.setCurrentIndex(
+            max(0, list(_QUEUE_ON_START).index(settings.queue_on_start))
+        )
+        self.queue_combo.setToolTip(
+            "Jobs still waiting when Sandstorm closed (or crashed) come back on the next start. "
+            "A job that was running during a crash is never rerun by itself."
+        )
+        form.addRow("Waiting jobs", self.queue_combo)
         layout.addLayout(form)
 
         buttons = QDialogButtonBox(
@@ -127,4 +145,5 @@ class SettingsDialog(QDialog):
             output_dir=self.output_edit.text().strip(),
             extra_model_folders=[self.folders.item(i).text() for i in range(self.folders.count())],
             device=self.device_combo.currentText(),
+            queue_on_start=str(self.queue_combo.currentData()),
         )

@@ -7,12 +7,12 @@ every network is a few hundred kilobytes and a 64x64 image takes milliseconds pe
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
+from desktop.engine.environment import apply_defaults
 from desktop.engine.paths import MODEL_CONFIGS
+
+apply_defaults()
 
 SD1_TOKENIZER = MODEL_CONFIGS / "sd15" / "tokenizer"
 SDXL_TOKENIZER_2 = MODEL_CONFIGS / "sdxl" / "tokenizer_2"

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from desktop.engine.environment import apply_defaults
 from desktop.engine.settings import Settings, save_settings
 
 UI_DIR = Path(__file__).parent
 
 # As the application does (run_gui): spinning OpenMP threads slow CPU generation by orders of
 # magnitude on a machine whose cores are busy. Effective only if torch is not imported yet.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+apply_defaults()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -250,9 +250,12 @@ def test_settings_dialog_edits_paths(qtbot, window, tmp_path):
     dialog.output_edit.setText(str(tmp_path / "renders"))
     dialog.add_folder(str(tmp_path / "more-models"))
     dialog.device_combo.setCurrentText("cpu")
+    assert dialog.queue_combo.currentData() == "run"
+    dialog.queue_combo.setCurrentIndex(dialog.queue_combo.findData("paused"))
     dialog.accept()
     assert window.settings.output_dir == str(tmp_path / "renders")
     assert str(tmp_path / "more-models") in load_settings().extra_model_folders
+    assert load_settings().queue_on_start == "paused"
     job = window.generate()
     assert _wait_job(qtbot, window, job.job_id) == "finished"
     assert pngs(tmp_path / "renders")
