@@ -32,6 +32,10 @@ GOALS = {
     "second_job_first_preview_seconds": "≤ 0.2",
     "rss_growth_percent": "≤ 2",
     "gallery_search_10k_ms": "—",
+    "gallery_set_root_cold_max_gap_ms": "≤ 30",
+    "gallery_set_root_warm_max_gap_ms": "≤ 30",
+    "gallery_undo_delete_max_gap_ms": "≤ 30",
+    "gallery_first_screen_thumbnails_ms": "≤ 300",
 }
 
 

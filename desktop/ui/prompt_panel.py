@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import Qt, Signal
@@ -18,7 +17,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from desktop.engine.models import ModelInfo
+from desktop.engine.models import ModelInfo, match_model
 from desktop.ui.fields import SettingsPanel
 from desktop.ui.icons import icon
 
@@ -174,10 +173,9 @@ class PromptPanel(SettingsPanel):
         self._on_model_index(index)
 
     def _find(self, key: str, models: list[ModelInfo]) -> int:
-        if key:
-            for i, info in enumerate(models):
-                if info.usable and key in (model_key(info), info.name, str(Path(info.path))):
-                    return i
+        match = match_model(models, key) if key else None
+        if match is not None and match.usable:
+            return models.index(match)
         for i, info in enumerate(models):
             if info.usable and info.family == "builtin":
                 return i
