@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from desktop.engine import paths
+from desktop.engine.durable import fsync_folder
 from desktop.engine.errors import Cancelled, SandstormError
 
 CATALOGUE = paths.RESOURCES / "starter_models.json"
@@ -253,22 +254,6 @@ def _sha256_of(path: Path, cancel_event: threading.Event | None) -> Any:
                 raise Cancelled("The download was paused before it resumed.")
             hasher.update(block)
     return hasher
-
-
-def _fsync_dir(folder: Path) -> None:
-    # Makes the rename durable on POSIX; Windows cannot open a directory, and need not.
-    if os.name != "posix":
-        return
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _content_range(value: str | None) -> tuple[int | None, int | None]:
@@ -497,5 +482,5 @@ def _finish(part: Path, target: Path, name: str) -> Path:
         os.replace(part, target)
     except OSError as exc:
         raise DownloadError(f"{name} could not be moved into place: {exc.strerror}.") from exc
-    _fsync_dir(target.parent)
+    fsync_folder(target.parent)
     return target

@@ -47,6 +47,7 @@ from typing import Any
 from PIL import Image
 
 from desktop.engine import hashing, paths
+from desktop.engine.durable import fsync_folder
 from desktop.engine.errors import ModelError, RequestError, SandstormError
 from desktop.engine.metadata import ImageMetadata, model_display_name, png_info, read_metadata
 from desktop.engine.models import ModelInfo
@@ -321,22 +322,6 @@ def _describe_os_error(exc: OSError) -> str:
     return exc.strerror or str(exc) or type(exc).__name__
 
 
-def _fsync_dir(folder: Path) -> None:
-    # Makes the rename itself durable on POSIX; Windows cannot open a directory for this.
-    if os.name != "posix":
-        return
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _prepare(image: Image.Image) -> Image.Image:
     if image.mode in ("RGB", "RGBA", "L", "LA"):
         return image
@@ -386,7 +371,7 @@ def save_png_with_metadata(
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
-    _fsync_dir(folder)
+    fsync_folder(folder)
     return target
 
 

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from desktop.engine import paths
+from desktop.engine.durable import fsync_folder
 from desktop.engine.errors import RequestError
 from desktop.engine.request import GenerationRequest
 
@@ -164,7 +165,7 @@ class QueueStore:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
-        _fsync_folder(folder)
+        fsync_folder(folder)
 
     def clear(self) -> None:
         """Forget the stored queue (the file is deleted)."""
@@ -300,20 +301,6 @@ def _unused(path: Path) -> Path:
         candidate = path.with_name(f"{path.name}-{n}")
         n += 1
     return candidate
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Make the rename itself durable; not possible on Windows (and harmless to skip)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def entries(jobs: Iterable[StoredJob]) -> list[JobEntry]:

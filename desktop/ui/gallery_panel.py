@@ -475,15 +475,19 @@ class GalleryPanel(QWidget):
         self.tasks.submit(
             work,
             name="index restored images",
-            on_result=lambda count: self._on_restored(gallery, restored, count),
+            on_result=lambda count: self._on_restored(gallery, batch, restored, count),
             on_error=lambda exc: self._on_task_error("The restored images were not indexed", exc),
         )
         return restored
 
-    def _on_restored(self, gallery: Gallery, restored: list[Path], count: int) -> None:
+    def _on_restored(
+        self, gallery: Gallery, batch: list[DeletedFile], restored: list[Path], count: int
+    ) -> None:
         if gallery is not self.gallery:
             return
-        self.refresh_models()
+        # Restored images bring back their model only when the filter no longer lists it.
+        if any(self.model_combo.findText(e.item.model) < 0 for e in batch if e.item.model):
+            self.refresh_models()
         self.model.reload()
         row = self.model.row_of(restored[0])
         if row >= 0:
