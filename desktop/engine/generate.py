@@ -27,6 +27,12 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from desktop.engine.devices import (  # noqa: E402
+    ComputeOptions,
+    ComputePlan,
+    dtype_name,
+    torch_dtype,
+)
 from desktop.engine.errors import (  # noqa: E402
     Cancelled,
     GenerationError,
@@ -74,6 +80,38 @@ class GenerationResult:
     model: ModelInfo
     warnings: list[str] = field(default_factory=list)
     elapsed: float = 0.0
+    timings: JobTimings | None = None
+
+
+@dataclass
+class JobTimings:
+    """Where one job's time went, to measure what the engine adds to the pipeline's work.
+
+    Attributes:
+        total_s: the whole ``generate`` call.
+        load_s: loading the model (0 when it was loaded already).
+        pipeline_s: inside the diffusers pipeline call (denoising, callbacks included).
+        callback_s: inside Sandstorm's step callback (previews, progress, cancel checks).
+        decode_s: the VAE decode (the pipeline's own last step, done by the engine).
+    """
+
+    total_s: float = 0.0
+    load_s: float = 0.0
+    pipeline_s: float = 0.0
+    callback_s: float = 0.0
+    decode_s: float = 0.0
+
+    @property
+    def engine_s(self) -> float:
+        """Sandstorm's own work: everything but loading and the pipeline's computation."""
+        model_work = self.pipeline_s - self.callback_s + self.decode_s
+        return max(0.0, self.total_s - self.load_s - model_work)
+
+    @property
+    def overhead_ratio(self) -> float:
+        """(model work + engine work) / model work: 1.0 means the engine adds nothing."""
+        model_work = self.pipeline_s - self.callback_s + self.decode_s
+        return (model_work + self.engine_s) / model_work if model_work > 0 else 1.0
 
 
 class _X0Recorder:
@@ -111,8 +149,11 @@ class Engine:
 
     Args:
         device: "auto", "cpu", "cuda", "cuda:N" or "mps".
-        dtype: "auto", "fp16", "bf16" or "fp32" (auto: fp16 on GPUs, fp32 on CPU).
+        dtype: "auto", "fp16", "bf16" or "fp32" for the UNet and text encoders (auto: see
+            ``devices.plan_compute``); ``options`` wins when given.
         model_folders: folders searched for models named in requests (default: ``scan()``'s).
+        options: precision, VAE precision, GPU memory mode and torch.compile (the
+            settings); the plan made from them and the device is ``self.plan``.
         extra_sources: the user's extra model sources (``settings.extra_model_folders``:
             ComfyUI / AUTOMATIC1111 installs, ``extra_model_paths.yaml``); VAEs named in
             requests are looked up in their VAE folders too. None: read them from the
@@ -125,11 +166,16 @@ class Engine:
         dtype: str = "auto",
         model_folders: list[Path] | None = None,
         extra_sources: list[str] | None = None,
+        options: ComputeOptions | None = None,
     ) -> None:
-        from desktop.engine.devices import default_dtype, resolve_device
+        from desktop.engine.devices import plan_compute, probe, resolve_device
 
         self.device = resolve_device(device)
-        self.dtype = default_dtype(self.device, dtype)
+        self.options = options or ComputeOptions(precision=dtype)
+        self.facts = probe(self.device)
+        self.plan = plan_compute(self.facts, self.options)
+        if self.plan.threads and torch.get_num_threads() != self.plan.threads:
+            torch.set_num_threads(self.plan.threads)
         self.model_folders = model_folders
         self.extra_sources = extra_sources
         self.loads = 0
@@ -137,8 +183,20 @@ class Engine:
         self._loaded_key: tuple | None = None
         self._base_scheduler: dict[str, Any] = {}
         self._previewer: Previewer | None = None
+        self._loaded_plan: ComputePlan = self.plan
 
     # -- model cache -------------------------------------------------------------------
+    @property
+    def dtype(self) -> torch.dtype:
+        """The UNet's and text encoders' number format (for the default family)."""
+        return torch_dtype(self.plan.dtype)
+
+    def plan_for(self, family: str) -> ComputePlan:
+        """The compute plan for a model family (GPU memory modes depend on the model size)."""
+        from desktop.engine.devices import plan_compute
+
+        return plan_compute(self.facts, self.options, family)
+
     @property
     def loaded_model(self) -> ModelInfo | None:
         return None if self._loaded is None else self._loaded.info
@@ -164,7 +222,18 @@ class Engine:
             progress.set_status(f"Loading model {info.name}…")
         from desktop.engine.loader import load_pipeline
 
-        self._loaded = load_pipeline(info, self.device, self.dtype, vae_path=vae_path)
+        plan = self.plan_for(info.family)
+        loaded = load_pipeline(
+            info,
+            self.device,
+            torch_dtype(plan.dtype),
+            vae_path=vae_path,
+            vae_dtype=torch_dtype(plan.vae_dtype),
+            on_device=plan.memory_mode not in ("offload", "sequential"),
+        )
+        _apply_plan(loaded, plan)
+        self._loaded = loaded
+        self._loaded_plan = plan
         self._loaded_key = key
         self._base_scheduler = dict(self._loaded.txt2img.scheduler.config)
         self._previewer = previewer_for(self._loaded.info, self.device)
@@ -217,11 +286,15 @@ class Engine:
         """Run one request. Raises ``Cancelled`` or a ``SandstormError`` with a clear message."""
         progress = progress or Progress()
         started = time.perf_counter()
+        timings = JobTimings()
         check_supported(request)
         progress.check_cancelled()
         # 1. Resolve and load the model (a no-op when it is already loaded).
         info = self.resolve_model(request.model)
+        loads = self.loads
         loaded = self.load(info, request.vae, progress)
+        if self.loads != loads:
+            timings.load_s = time.perf_counter() - started
         progress.check_cancelled()
         # 2. A concrete seed, recorded in the result.
         request = request.resolved()
@@ -235,29 +308,69 @@ class Engine:
             if warning := _truncation_warning(pipe.tokenizer, text):
                 warnings.append(warning)
                 progress.warn(warning)
-        kwargs = self._pipeline_kwargs(request)
-        # 5. Denoise, previewing every step.
+        _set_vae_tiling(
+            pipe.vae, request.width * request.height >= self._loaded_plan.tiled_vae_pixels
+        )
+        kwargs = self._pipeline_kwargs(request, loaded)
+        # 5. Denoise, previewing every step; the engine decodes the latents itself so the
+        # VAE can run in its own number format and be retried in fp32.
         progress.set_status("Generating…")
-        callback = self._step_callback(progress, recorder, started)
+        callback = self._step_callback(progress, recorder, started, timings)
         try:
             with torch.inference_mode():
-                output = pipe(**kwargs, callback_on_step_end=callback, output_type="np")
+                begun = time.perf_counter()
+                output = pipe(**kwargs, callback_on_step_end=callback, output_type="latent")
+                timings.pipeline_s = time.perf_counter() - begun
+                progress.check_cancelled()
+                begun = time.perf_counter()
+                array = self._decode(loaded, output.images, warnings, progress)
+                timings.decode_s = time.perf_counter() - begun
         except Cancelled:
             raise
         except torch.OutOfMemoryError as exc:
             self._after_oom()
             raise GenerationError(
                 f"Out of memory at {request.width}×{request.height} with batch "
-                f"{request.batch_size}. Try a smaller size or batch size."
+                f"{request.batch_size}. Try a smaller size or batch size"
+                + (", or a lower-memory mode in the settings." if self.device != "cpu" else ".")
             ) from exc
         # 6. Refuse silently broken output.
-        images = _to_images(output.images)
+        images = _to_images(array)
         results = [GeneratedImage(img, request.for_image(i)) for i, img in enumerate(images)]
+        timings.total_s = time.perf_counter() - started
         return GenerationResult(
-            progress.job_id, request, results, loaded.info, warnings, time.perf_counter() - started
+            progress.job_id,
+            request,
+            results,
+            loaded.info,
+            warnings,
+            timings.total_s,
+            timings,
         )
 
-    def _pipeline_kwargs(self, request: GenerationRequest) -> dict[str, Any]:
+    def _decode(
+        self, loaded: Any, latents: torch.Tensor, warnings: list[str], progress: Progress
+    ) -> np.ndarray:
+        """Latents to float RGB in [0, 1], as the pipeline would; NaN in a half-precision
+        VAE (the black-image problem) switches the VAE to fp32 for good and decodes again."""
+        pipe = loaded.txt2img
+        array = _vae_decode(pipe, latents)
+        if not np.isfinite(array).all() and pipe.vae.dtype != torch.float32:
+            if not torch.isfinite(latents).all():
+                return array  # the UNet's output is broken; a VAE in fp32 cannot help
+            name = dtype_name(pipe.vae.dtype)
+            pipe.vae.to(torch.float32)
+            loaded.vae_dtype = torch.float32
+            warning = (
+                f"The VAE gave invalid values (NaN) in {name}, which would be a black image; "
+                "it now runs in fp32 for this model, and this image was decoded again."
+            )
+            warnings.append(warning)
+            progress.warn(warning)
+            array = _vae_decode(pipe, latents)
+        return array
+
+    def _pipeline_kwargs(self, request: GenerationRequest, loaded: Any) -> dict[str, Any]:
         generators = [
             torch.Generator("cpu").manual_seed(request.seed + i) for i in range(request.batch_size)
         ]
@@ -273,15 +386,28 @@ class Engine:
             from desktop.engine.images import fit_to_size, load_image
 
             init = fit_to_size(load_image(request.init_image), request.width, request.height)
-            kwargs.update(image=init, strength=request.strength)
+            image: Any = init
+            if loaded.vae_dtype != loaded.dtype:
+                # The pipeline would feed the image to the VAE in the UNet's format.
+                image = _vae_encode(loaded.img2img, init, generators, loaded.dtype)
+            kwargs.update(image=image, strength=request.strength)
         else:
             kwargs.update(width=request.width, height=request.height)
         return kwargs
 
-    def _step_callback(self, progress: Progress, recorder: _X0Recorder, started: float) -> Any:
+    def _step_callback(
+        self, progress: Progress, recorder: _X0Recorder, started: float, timings: JobTimings
+    ) -> Any:
         previewer = self._previewer
 
         def on_step_end(pipe: Any, index: int, timestep: Any, tensors: dict) -> dict:
+            entered = time.perf_counter()
+            try:
+                return report(pipe, index, tensors)
+            finally:
+                timings.callback_s += time.perf_counter() - entered
+
+        def report(pipe: Any, index: int, tensors: dict) -> dict:
             progress.check_cancelled()
             preview = None
             if progress.previews and previewer is not None:
@@ -314,6 +440,55 @@ def check_supported(request: GenerationRequest) -> None:
             "by this version of Sandstorm; remove "
             f"{'it' if len(missing) == 1 else 'them'} from the request to generate."
         )
+
+
+def _apply_plan(loaded: Any, plan: ComputePlan) -> None:
+    """Put a just-loaded model in the plan's memory mode and, if asked, compile its UNet."""
+    pipe = loaded.txt2img
+    mode = plan.memory_mode
+    if mode in ("tiling", "offload", "sequential"):
+        pipe.enable_attention_slicing()
+        pipe.vae.enable_tiling()
+    if mode == "offload":
+        pipe.enable_model_cpu_offload(device=plan.device)
+    elif mode == "sequential":
+        pipe.enable_sequential_cpu_offload(device=plan.device)
+    if plan.compile:
+        from desktop.engine.compiling import compile_unet
+
+        compile_unet(pipe.unet)
+
+
+def _set_vae_tiling(vae: Any, on: bool) -> None:
+    """Tile the VAE for large images (memory); a low-memory mode keeps it tiled always."""
+    if getattr(vae, "_sandstorm_always_tiled", None) is None:
+        vae._sandstorm_always_tiled = bool(getattr(vae, "use_tiling", False))
+    vae.use_tiling = on or vae._sandstorm_always_tiled
+
+
+def _vae_decode(pipe: Any, latents: torch.Tensor) -> np.ndarray:
+    """What the pipeline's last step does, in the VAE's own number format."""
+    vae = pipe.vae
+    scaled = latents.to(vae.device, vae.dtype) / vae.config.scaling_factor
+    shift = getattr(vae.config, "shift_factor", None)
+    if shift:
+        scaled = scaled + shift
+    image = vae.decode(scaled, return_dict=False)[0]
+    return pipe.image_processor.postprocess(image.float(), output_type="np")
+
+
+def _vae_encode(
+    pipe: Any, image: Image.Image, generators: list[torch.Generator], dtype: torch.dtype
+) -> torch.Tensor:
+    """Init-image latents for img2img, encoded in the VAE's format and scaled, one sample
+    per image of the batch from that image's generator (what the pipeline would do)."""
+    vae = pipe.vae
+    pixels = pipe.image_processor.preprocess(image).to(vae.device, vae.dtype)
+    latents = []
+    for generator in generators:
+        dist = vae.encode(pixels).latent_dist
+        latents.append(dist.sample(generator) * vae.config.scaling_factor)
+    return torch.cat(latents).to(dtype)
 
 
 def _truncation_warning(tokenizer: Any, text: str) -> str | None:

@@ -62,6 +62,11 @@ class LoadedPipelines:
     img2img: Any
     device: str
     dtype: torch.dtype
+    vae_dtype: Any = None
+
+    def __post_init__(self) -> None:
+        if self.vae_dtype is None:
+            self.vae_dtype = self.dtype
 
 
 def load_pipeline(
@@ -70,6 +75,8 @@ def load_pipeline(
     dtype: torch.dtype,
     vae_path: Path | None = None,
     config_root: Path = paths.MODEL_CONFIGS,
+    vae_dtype: torch.dtype | None = None,
+    on_device: bool = True,
 ) -> LoadedPipelines:
     """Load ``info`` onto ``device`` without touching the network.
 
@@ -78,6 +85,10 @@ def load_pipeline(
         device: a string from ``devices.resolve_device``.
         dtype: from ``devices.default_dtype``; float16 on the CPU is replaced by float32.
         vae_path: optional VAE override, a single file or a diffusers VAE folder.
+        vae_dtype: the VAE's number format when it differs from ``dtype`` (e.g. fp32 beside
+            a bf16 UNet); its weights are read from the file in that format, not cast.
+        on_device: move the modules to ``device`` (False: they stay in system memory for a
+            CPU offload mode to place them, see ``generate._apply_plan``).
         config_root: where the per-family diffusers configs live (tests point it elsewhere).
 
     Raises:
@@ -89,6 +100,8 @@ def load_pipeline(
     if device.split(":", 1)[0] == "cpu" and dtype == torch.float16:
         # Half precision on the CPU is several times slower and some kernels lack it.
         dtype = torch.float32
+    if vae_dtype is None or (device.split(":", 1)[0] == "cpu" and vae_dtype == torch.float16):
+        vae_dtype = dtype
     if info.prediction_type not in PREDICTION_TYPES:
         raise ModelError(
             f"Unknown prediction type {info.prediction_type!r} for {info.name}; "
@@ -105,13 +118,21 @@ def load_pipeline(
             raise ModelError(f"{path.name} is not a usable .safetensors file: {exc}.") from exc
     if not info.usable:
         raise ModelError(f"{path.name} cannot be used: {info.reason}.")
+    # A VAE in another format than the UNet is read on its own, in its own format; the
+    # pipeline then takes it instead of loading one.
+    own_vae = vae_dtype != dtype and vae_path is None
     if info.format == "diffusers":
-        pipe = _load_folder(path, dtype)
-    elif info.format == "safetensors":
-        pipe = _load_single_file(info, path, dtype, config_root)
-    elif info.format == "ckpt" or path.suffix.lower() in PICKLE_SUFFIXES:
-        info = _classify_pickle(info, path)
-        pipe = _load_single_file(info, path, dtype, config_root)
+        vae = _load_vae(path / "vae", info, path, vae_dtype, config_root) if own_vae else None
+        pipe = _load_folder(path, dtype, vae=vae)
+    elif (
+        info.format == "safetensors"
+        or info.format == "ckpt"
+        or (path.suffix.lower() in PICKLE_SUFFIXES)
+    ):
+        if info.format != "safetensors":
+            info = _classify_pickle(info, path)
+        vae = _load_vae(path, info, path, vae_dtype, config_root) if own_vae else None
+        pipe = _load_single_file(info, path, dtype, config_root, vae=vae)
     else:
         raise ModelError(
             f"{path.name}: {info.reason or 'this file type is not supported'}; "
@@ -119,16 +140,19 @@ def load_pipeline(
         )
     _check_complete(pipe, path)
     if vae_path is not None:
-        pipe.vae = _load_vae(Path(vae_path), info, path, dtype, config_root)
+        pipe.vae = _load_vae(Path(vae_path), info, path, vae_dtype, config_root)
         pipe.register_modules(vae=pipe.vae)
     _set_prediction_type(pipe, info.prediction_type)
     try:
-        pipe.to(device)
+        if on_device:
+            pipe.to(device)
     except (RuntimeError, ValueError) as exc:
         raise ModelError(f"Could not move {path.name} to {device}: {exc}") from exc
     pipe.set_progress_bar_config(disable=True)
     img2img = _img2img_from(pipe)
-    return LoadedPipelines(info=info, txt2img=pipe, img2img=img2img, device=device, dtype=dtype)
+    return LoadedPipelines(
+        info=info, txt2img=pipe, img2img=img2img, device=device, dtype=dtype, vae_dtype=vae_dtype
+    )
 
 
 # -- offline guard ---------------------------------------------------------------------------
@@ -172,7 +196,7 @@ def _sd_kwargs(cls: type) -> dict[str, Any]:
     return {}
 
 
-def _load_folder(path: Path, dtype: torch.dtype) -> Any:
+def _load_folder(path: Path, dtype: torch.dtype, vae: Any = None) -> Any:
     try:
         index = json.loads((path / "model_index.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
@@ -184,8 +208,11 @@ def _load_folder(path: Path, dtype: torch.dtype) -> Any:
             "Diffusion 1.x, 2.x and SDXL models."
         )
     cls, _ = _pipeline_classes("sdxl" if "XL" in class_name else "sd1")
+    extra = {"vae": vae} if vae is not None else {}
     try:
-        return cls.from_pretrained(str(path), dtype=dtype, local_files_only=True, **_sd_kwargs(cls))
+        return cls.from_pretrained(
+            str(path), dtype=dtype, local_files_only=True, **_sd_kwargs(cls), **extra
+        )
     except Exception as exc:
         raise ModelError(f"Could not load the model folder {path.name}: {_reason(exc)}") from exc
 
@@ -204,9 +231,12 @@ def _config_folder(family: str, root: Path, path: Path) -> Path:
     return folder
 
 
-def _load_single_file(info: ModelInfo, path: Path, dtype: torch.dtype, root: Path) -> Any:
+def _load_single_file(
+    info: ModelInfo, path: Path, dtype: torch.dtype, root: Path, vae: Any = None
+) -> Any:
     config = _config_folder(info.family, root, path)
     cls, _ = _pipeline_classes(info.family)
+    extra = {"vae": vae} if vae is not None else {}
     try:
         return cls.from_single_file(
             str(path),
@@ -214,6 +244,7 @@ def _load_single_file(info: ModelInfo, path: Path, dtype: torch.dtype, root: Pat
             dtype=dtype,
             local_files_only=True,
             **_sd_kwargs(cls),
+            **extra,
         )
     except Exception as exc:
         raise ModelError(

@@ -157,3 +157,84 @@ def test_resolve_device_normalises_through_parse_device(one_cuda_gpu) -> None:
 def test_every_menu_choice_parses() -> None:
     for choice in devices.DEVICE_CHOICES:
         assert devices.parse_device(choice) == choice
+
+
+# -- the compute plan, decided from made-up facts -----------------------------------------
+
+
+def _plan(facts: devices.DeviceFacts, family: str = "sd1", **options: object):
+    return devices.plan_compute(facts, devices.ComputeOptions(**options), family)  # type: ignore[arg-type]
+
+
+def test_cpu_with_native_bf16_runs_unet_in_bf16_and_vae_in_fp32() -> None:
+    plan = _plan(devices.DeviceFacts("cpu", "AVX512", native_bf16=True, physical_cores=8))
+    assert (plan.dtype, plan.vae_dtype, plan.memory_mode, plan.threads) == (
+        "bf16",
+        "fp32",
+        "off",
+        8,
+    )
+    assert any("natively" in reason for reason in plan.reasons)
+
+
+def test_cpu_without_native_bf16_stays_fp32_and_never_fp16() -> None:
+    facts = devices.DeviceFacts("cpu", "AVX2", native_bf16=False)
+    assert _plan(facts).dtype == "fp32"
+    assert _plan(facts, precision="fp16").dtype == "fp32"
+    assert _plan(facts, vae_precision="fp16").vae_dtype == "fp32"
+    # Asked for explicitly, bf16 is honoured, with the reason it is slow here.
+    forced = _plan(facts, precision="bf16")
+    assert forced.dtype == "bf16" and any("emulated" in r for r in forced.reasons)
+
+
+def test_gpu_precision_bf16_where_supported_else_fp16_and_sdxl_vae_upcast() -> None:
+    ampere = devices.DeviceFacts(
+        "cuda", gpu_name="A100", gpu_bf16=True, free_memory=40 * devices.GIB
+    )
+    turing = devices.DeviceFacts(
+        "cuda", gpu_name="T4", gpu_bf16=False, free_memory=15 * devices.GIB
+    )
+    assert (_plan(ampere).dtype, _plan(ampere).vae_dtype) == ("bf16", "bf16")
+    assert (_plan(turing).dtype, _plan(turing).vae_dtype) == ("fp16", "fp16")
+    assert _plan(turing, "sdxl").vae_dtype == "fp32"
+    assert _plan(devices.DeviceFacts("mps", gpu_name="Apple GPU")).dtype == "fp16"
+
+
+@pytest.mark.parametrize(
+    ("free_gb", "family", "mode"),
+    [
+        (24, "sdxl", "off"),
+        (9, "sdxl", "tiling"),
+        (7, "sdxl", "offload"),
+        (3, "sdxl", "sequential"),
+        (6, "sd1", "off"),
+        (3, "sd1", "tiling"),
+        (2.2, "sd1", "offload"),
+        (1, "sd1", "sequential"),
+    ],
+)
+def test_memory_mode_follows_free_vram(free_gb: float, family: str, mode: str) -> None:
+    facts = devices.DeviceFacts("cuda", gpu_name="GPU", free_memory=int(free_gb * devices.GIB))
+    plan = _plan(facts, family)
+    assert plan.memory_mode == mode
+    assert any(f"memory mode {mode}" in line for line in plan.lines())
+
+
+def test_memory_mode_setting_wins_and_unknown_values_are_refused() -> None:
+    facts = devices.DeviceFacts("cuda", gpu_name="GPU", free_memory=80 * devices.GIB)
+    assert _plan(facts, memory_mode="offload").memory_mode == "offload"
+    assert _plan(devices.DeviceFacts("cpu"), memory_mode="offload").memory_mode == "off"
+    with pytest.raises(devices.RequestError, match="memory mode"):
+        devices.ComputeOptions(memory_mode="tiny")
+    with pytest.raises(devices.RequestError, match="precision"):
+        devices.ComputeOptions(precision="fp8")
+
+
+def test_probe_reads_this_cpu_through_torch() -> None:
+    facts = devices.probe("cpu")
+    assert facts.kind == "cpu" and facts.threads and facts.threads >= 1
+    import torch
+
+    assert facts.native_bf16 == bool(torch.cpu._is_avx512_bf16_supported()) or bool(
+        getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
+    )
