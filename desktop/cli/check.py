@@ -87,6 +87,18 @@ def _device(setting: str) -> str:
     return _with_gpu_name(device, torch)
 
 
+def _compute_plan(setting: str) -> list[str]:
+    """What generation will compute in, and why (number formats, memory mode, threads)."""
+    from desktop.engine.devices import parse_device, plan_compute, probe, resolve_device
+    from desktop.engine.errors import RequestError
+
+    try:
+        device = resolve_device(parse_device(setting))
+    except RequestError:
+        device = resolve_device("auto")
+    return plan_compute(probe(device)).lines()
+
+
 def _with_gpu_name(device: str, torch: Any) -> str:
     if device.startswith("cuda"):
         _, _, index = device.partition(":")
@@ -145,6 +157,9 @@ def run_check() -> int:
         _line("torch", "MISSING")
     device_setting, sources = _settings()
     _line("Device", _device(device_setting) if torch_ok else "unknown (torch is missing)")
+    if torch_ok:
+        for text in _compute_plan(device_setting):
+            _line("Compute", text)
     for dist in ("diffusers", "transformers", "safetensors", "pillow", "pyyaml"):
         _line(dist, versions[dist])
     _line("PySide6", versions["PySide6-Essentials"])
