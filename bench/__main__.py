@@ -1,7 +1,11 @@
 """``python -m bench [--quick]``: run Sandstorm's benchmarks, print a table, write JSON.
 
-Results go to ``bench/results/latest.json``. Every figure is measured side by side in this
-one run (ratios, medians), so runs on different machines can be compared by their ratios.
+Results go to ``bench/results/latest.json``. ``python -m bench --full [--quick] [--comfyui
+DIR]`` runs the full-size SD1.5 comparison instead (Sandstorm, bare diffusers, ComfyUI; see
+``bench/full_bench.py``) and writes ``bench/results/full.json`` (``full-quick.json``).
+
+Every figure is measured side by side in this one run (ratios, medians), so runs on
+different machines can be compared by their ratios.
 """
 
 from __future__ import annotations
@@ -82,7 +86,26 @@ def _suite(module: str, **kwargs: object) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a short subset (~3 minutes)")
+    parser.add_argument(
+        "--full",
+        action="store_true",
+        help="full-size SD1.5 against bare diffusers (and ComfyUI): 512², 20 steps; "
+        "with --quick 256², 4 steps",
+    )
+    parser.add_argument(
+        "--comfyui", type=Path, default=None, help="with --full: a ComfyUI folder to run too"
+    )
+    parser.add_argument(
+        "--comfyui-python",
+        default=None,
+        help="with --comfyui: the python of ComfyUI's venv (default /tmp/comfy-venv/bin/python)",
+    )
+    parser.add_argument("--jobs", type=int, default=2, help="with --full: jobs per system")
     args = parser.parse_args(argv)
+    if args.full:
+        return _full(args)
+    if args.comfyui is not None:
+        parser.error("--comfyui goes with --full")
     results: dict = {"machine": machine(), "quick": args.quick, "started": time.time()}
     for name, suite in _suites(args.quick):
         print(f"-- {name} …", flush=True)
@@ -94,6 +117,27 @@ def main(argv: list[str] | None = None) -> int:
         print(f"   done in {time.perf_counter() - start:.1f} s", flush=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "latest.json").write_text(json.dumps(results, indent=2, default=str))
+    print(table(results))
+    return 0
+
+
+def _full(args: argparse.Namespace) -> int:
+    from bench import full_bench
+
+    results: dict = {"machine": machine(), "quick": args.quick, "started": time.time()}
+    print("-- full-size SD1.5 …", flush=True)
+    results.update(
+        full_bench.run(
+            quick=args.quick,
+            comfyui=args.comfyui,
+            jobs=args.jobs,
+            comfy_python=args.comfyui_python,
+            log=lambda text: print(text, flush=True),
+        )
+    )
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    name = "full-quick.json" if args.quick else "full.json"
+    (RESULTS / name).write_text(json.dumps(results, indent=2, default=str))
     print(table(results))
     return 0
 

@@ -87,8 +87,9 @@ def _device(setting: str) -> str:
     return _with_gpu_name(device, torch)
 
 
-def _compute_plan(setting: str) -> list[str]:
-    """What generation will compute in, and why (number formats, memory mode, threads)."""
+def _compute_plan(setting: str, options: Any = None) -> list[str]:
+    """What generation will compute in, and why (number formats, memory mode, threads), with
+    the performance settings ``options`` (a ``ComputeOptions``; None: all auto)."""
     from desktop.engine.devices import parse_device, plan_compute, probe, resolve_device
     from desktop.engine.errors import RequestError
 
@@ -96,7 +97,7 @@ def _compute_plan(setting: str) -> list[str]:
         device = resolve_device(parse_device(setting))
     except RequestError:
         device = resolve_device("auto")
-    return plan_compute(probe(device)).lines()
+    return plan_compute(probe(device), options).lines()
 
 
 def _with_gpu_name(device: str, torch: Any) -> str:
@@ -106,15 +107,17 @@ def _with_gpu_name(device: str, torch: Any) -> str:
     return device
 
 
-def _settings() -> tuple[str, list[str]]:
-    """The device setting and the extra model sources from the user's settings file."""
+def _settings() -> tuple[str, list[str], Any]:
+    """The device setting, the extra model sources and the performance options from the
+    user's settings file."""
     try:
         from desktop.engine.settings import load_settings
 
         settings = load_settings()
-        return str(settings.device or "auto"), [str(s) for s in settings.extra_model_folders]
+        sources = [str(s) for s in settings.extra_model_folders]
+        return str(settings.device or "auto"), sources, settings.compute_options()
     except Exception:  # a damaged settings file is reported by the app itself, not here
-        return "auto", []
+        return "auto", [], None
 
 
 def _qt_offscreen() -> tuple[bool, str]:
@@ -155,10 +158,10 @@ def run_check() -> int:
         _line("torch", f"{versions['torch']} ({_torch_build()} build)")
     else:
         _line("torch", "MISSING")
-    device_setting, sources = _settings()
+    device_setting, sources, options = _settings()
     _line("Device", _device(device_setting) if torch_ok else "unknown (torch is missing)")
     if torch_ok:
-        for text in _compute_plan(device_setting):
+        for text in _compute_plan(device_setting, options):
             _line("Compute", text)
     for dist in ("diffusers", "transformers", "safetensors", "pillow", "pyyaml"):
         _line(dist, versions[dist])

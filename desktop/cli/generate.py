@@ -24,7 +24,7 @@ _MODEL_DEFAULTS = {
 
 def add_parser(sub: Any) -> None:
     """``generate``: one flag per request setting (from its declaration), plus output flags."""
-    from desktop.engine.devices import DEVICE_CHOICES_HELP
+    from desktop.engine.devices import DEVICE_CHOICES_HELP, MEMORY_MODES, PRECISION_CHOICES
 
     p = sub.add_parser("generate", help="generate images from a prompt, without the window")
     for info in cli_fields():
@@ -49,6 +49,30 @@ def add_parser(sub: Any) -> None:
         )
     p.add_argument("--out", type=Path, default=None, help="output folder (default: gallery)")
     p.add_argument("--device", default="auto", type=_device, help=DEVICE_CHOICES_HELP)
+    compute = p.add_argument_group(
+        "performance", "default: the values in the app's settings (auto: chosen for the device)"
+    )
+    compute.add_argument(
+        "--dtype",
+        choices=PRECISION_CHOICES,
+        default=None,
+        help="number format of the UNet and text encoders",
+    )
+    compute.add_argument(
+        "--vae-dtype", choices=PRECISION_CHOICES, default=None, help="number format of the VAE"
+    )
+    compute.add_argument(
+        "--memory-mode",
+        choices=MEMORY_MODES,
+        default=None,
+        help="GPU memory saving: off, tiling (VAE tiles, attention slicing), offload, sequential",
+    )
+    compute.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="compile the UNet with torch.compile (the first job compiles; kernels are cached)",
+    )
     p.add_argument("--json", action="store_true", help="print a JSON object instead of paths")
     p.set_defaults(func=run)
 
@@ -84,6 +108,24 @@ def _device(text: str) -> str:
         return parse_device(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def compute_options(args: argparse.Namespace) -> Any:
+    """The performance options: each flag given overrides the app's saved setting."""
+    from desktop.engine.devices import ComputeOptions
+    from desktop.engine.settings import load_settings
+
+    saved = load_settings().compute_options()
+    flags = {
+        "precision": args.dtype,
+        "vae_precision": args.vae_dtype,
+        "memory_mode": args.memory_mode,
+        "compile": args.compile,
+    }
+    values = {
+        name: getattr(saved, name) if value is None else value for name, value in flags.items()
+    }
+    return ComputeOptions(**values)
 
 
 def build_request(args: argparse.Namespace) -> Any:
@@ -147,14 +189,19 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         request = build_request(args)
-        backend = LocalBackend(device=args.device)
+        backend = LocalBackend(device=args.device, options=compute_options(args))
         result = backend.generate(request, CliProgress(job_id="cli", previews=False))
         saved = save_results(result.images, result.model, args.out)
     except SandstormError as exc:
         return fail(str(exc))
     paths = [str(item.path) for item in saved]
     if args.json:
-        payload = {"paths": paths, "request": result.request.to_dict(), "model": result.model.name}
+        payload = {
+            "paths": paths,
+            "request": result.request.to_dict(),
+            "model": result.model.name,
+            "dtype": backend.engine.plan_for(result.model.family).dtype,
+        }
         print(json.dumps(payload, indent=2))
     else:
         print("\n".join(paths))

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+from desktop.engine.devices import ComputeOptions
 from desktop.engine.progress import Progress
 from desktop.engine.request import GenerationRequest
 
@@ -41,16 +42,22 @@ class Backend(Protocol):
         ...
 
 
-BackendFactory = Callable[[str], Backend]
+#: Makes the backend for a device setting and the performance settings.
+BackendFactory = Callable[[str, ComputeOptions], Backend]
 
 
 class LocalBackend:
     """Runs requests on this machine with the engine (torch is imported on creation)."""
 
-    def __init__(self, device: str = "auto", model_folders: list[Path] | None = None) -> None:
+    def __init__(
+        self,
+        device: str = "auto",
+        model_folders: list[Path] | None = None,
+        options: ComputeOptions | None = None,
+    ) -> None:
         from desktop.engine.generate import Engine
 
-        self.engine: Engine = Engine(device=device, model_folders=model_folders)
+        self.engine: Engine = Engine(device=device, model_folders=model_folders, options=options)
         self.name = f"Local ({self.engine.device})"
 
     def generate(self, request: GenerationRequest, progress: Progress) -> GenerationResult:
@@ -64,6 +71,6 @@ class LocalBackend:
         self.engine.unload()
 
 
-def local_backend(device: str = "auto") -> Backend:
-    """The default backend factory: the local engine on ``device``."""
-    return LocalBackend(device)
+def local_backend(device: str = "auto", options: ComputeOptions | None = None) -> Backend:
+    """The default backend factory: the local engine on ``device`` with ``options``."""
+    return LocalBackend(device, options=options)

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from desktop.engine import paths
+from desktop.engine.devices import ComputeOptions
+from desktop.engine.errors import RequestError
 
 SETTINGS_VERSION = 2
 #: What happens to jobs still waiting when the app last closed or crashed.
@@ -36,12 +38,27 @@ class Settings:
     output_dir: str = ""
     extra_model_folders: list[str] = field(default_factory=list)
     device: str = "auto"
+    #: Performance settings (see ``desktop.engine.devices.ComputeOptions``): "auto" lets
+    #: the engine choose for the device and model (``sandstorm --check`` says what and why).
+    precision: str = "auto"
+    vae_precision: str = "auto"
+    memory_mode: str = "auto"
+    torch_compile: bool = False
     window_geometry: str = ""
     window_state: str = ""
 
     @property
     def output_path(self) -> Path:
         return Path(self.output_dir).expanduser() if self.output_dir else paths.pictures_dir()
+
+    def compute_options(self) -> ComputeOptions:
+        """The performance settings as the engine takes them."""
+        return ComputeOptions(
+            precision=self.precision,
+            vae_precision=self.vae_precision,
+            memory_mode=self.memory_mode,
+            compile=self.torch_compile,
+        )
 
 
 def settings_file() -> Path:
@@ -72,7 +89,13 @@ def load_settings(path: Path | None = None) -> Settings:
     if values.get("queue_on_start") not in QUEUE_ON_START:
         values.pop("queue_on_start", None)
     values["version"] = SETTINGS_VERSION
-    return Settings(**values)
+    settings = Settings(**values)
+    try:  # a hand-edited "precision": "fp64" falls back to the defaults, not a crash
+        settings.compute_options()
+    except RequestError:
+        for name in ("precision", "vae_precision", "memory_mode"):
+            setattr(settings, name, "auto")
+    return settings
 
 
 def _from_version_1(data: dict[str, Any]) -> dict[str, Any]:

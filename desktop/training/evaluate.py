@@ -3,6 +3,10 @@
 Run ``python -m desktop.training.evaluate [--model models/builtin] [--count 64]``. The
 prompts are single-shape scenes whose colour/shape/background combination never appeared
 in training (``data.HELD_OUT``); each picture is read back by ``score.read_image``.
+
+``--dtype bf16`` evaluates in another number format; ``--compare fp32 bf16`` evaluates in
+both and reports the accuracy difference per attribute and the PSNR of each picture
+against the first format's (the check that a faster format keeps the pictures).
 """
 
 from __future__ import annotations
@@ -42,13 +46,18 @@ def engine_generator(
     steps: int | None = None,
     cfg_scale: float | None = None,
     engine: Any = None,
+    dtype: str = "auto",
 ) -> GenerateFn:
-    """Generate through Sandstorm's own engine, at the model's defaults unless overridden."""
+    """Generate through Sandstorm's own engine, at the model's defaults unless overridden.
+
+    ``dtype``: the precision setting of the engine made here ("auto", "fp32", "bf16").
+    """
+    from desktop.engine.devices import ComputeOptions
     from desktop.engine.generate import Engine
     from desktop.engine.request import GenerationRequest
 
     defaults = model_defaults(model)
-    engine = engine or Engine(device="cpu")
+    engine = engine or Engine(device="cpu", options=ComputeOptions(precision=dtype))
 
     def generate(prompts: Sequence[str], seeds: Sequence[int]) -> list[Image.Image]:
         images = []
@@ -141,6 +150,49 @@ def reconstruction_accuracy(vae: Any, cases: Sequence[data.EvalCase]) -> dict[st
     return {name: hits[name] / len(cases) for name in score.ATTRIBUTES}
 
 
+def psnr(a: Image.Image, b: Image.Image) -> float:
+    """Peak signal-to-noise ratio of two 8-bit RGB pictures in dB (inf when identical)."""
+    import numpy as np
+
+    x = np.asarray(a.convert("RGB"), dtype=np.float64)
+    y = np.asarray(b.convert("RGB"), dtype=np.float64)
+    mse = float(np.mean((x - y) ** 2))
+    return float("inf") if mse == 0 else 10.0 * float(np.log10(255.0**2 / mse))
+
+
+def compare(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Accuracy differences (points) and PSNR of each later format against the first one."""
+    names = list(results)
+    reference = results[names[0]]
+    out: dict[str, Any] = {}
+    for name in names[1:]:
+        other = results[name]
+        values = [psnr(a, b) for a, b in zip(reference["images"], other["images"], strict=True)]
+        finite = [v for v in values if v != float("inf")]
+        out[name] = {
+            "points": {
+                k: (other["accuracy"][k] - reference["accuracy"][k]) * 100 for k in score.ATTRIBUTES
+            },
+            "psnr_mean_db": sum(finite) / len(finite) if finite else float("inf"),
+            "psnr_min_db": min(values),
+            "identical": len(values) - len(finite),
+            "speed_ratio": reference["seconds"] / other["seconds"],
+        }
+    return out
+
+
+def format_comparison(reference: str, comparison: dict[str, Any]) -> str:
+    lines = []
+    for name, figures in comparison.items():
+        points = ", ".join(f"{k} {v:+.1f}" for k, v in figures["points"].items())
+        lines.append(
+            f"{name} vs {reference}: points {points}; PSNR mean {figures['psnr_mean_db']:.1f} dB, "
+            f"min {figures['psnr_min_db']:.1f} dB ({figures['identical']} identical); "
+            f"{figures['speed_ratio']:.2f}x the speed"
+        )
+    return "\n".join(lines)
+
+
 def format_table(accuracy: dict[str, float], count: int) -> str:
     """A Markdown table of accuracy against the targets."""
     lines = [
@@ -176,6 +228,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--cfg", type=float, default=None)
     parser.add_argument("--grid", type=Path, default=None, help="save the pictures as a grid")
     parser.add_argument("--json", type=Path, default=None, help="save the scores as JSON")
+    parser.add_argument(
+        "--dtype", default="auto", help="the engine's precision: auto, fp32 or bf16"
+    )
+    parser.add_argument(
+        "--compare",
+        nargs="+",
+        default=None,
+        metavar="DTYPE",
+        help="evaluate in each of these precisions and compare with the first one",
+    )
     args = parser.parse_args(argv)
     from desktop.engine.environment import apply_defaults
 
@@ -183,8 +245,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not (args.model / "sandstorm.json").is_file():
         print(f"No built-in model at {args.model} (sandstorm.json is missing).", file=sys.stderr)
         return 2
-    generate = engine_generator(args.model, args.sampler, args.steps, args.cfg)
     cases = data.evaluation_cases(args.count)
+    if args.compare:
+        return _compare_main(args, cases)
+    generate = engine_generator(args.model, args.sampler, args.steps, args.cfg, dtype=args.dtype)
     result = evaluate(generate, cases)
     table = format_table(result["accuracy"], len(cases))
     print(table)
@@ -195,6 +259,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         payload = {k: result[k] for k in ("accuracy", "rows", "seconds")}
         args.json.write_text(json.dumps(payload, indent=2), encoding="utf-8")
     return 0 if all(result["accuracy"][k] >= v for k, v in TARGETS.items()) else 1
+
+
+def _compare_main(args: argparse.Namespace, cases: Sequence[data.EvalCase]) -> int:
+    results = {}
+    for dtype in args.compare:
+        generate = engine_generator(args.model, args.sampler, args.steps, args.cfg, dtype=dtype)
+        results[dtype] = evaluate(generate, cases)
+        print(f"## {dtype}")
+        print(format_table(results[dtype]["accuracy"], len(cases)))
+        print(f"{results[dtype]['seconds'] / len(cases):.2f} s per picture\n")
+    comparison = compare(results)
+    print(format_comparison(args.compare[0], comparison))
+    if args.json:
+        payload = {
+            "results": {k: {n: r[n] for n in ("accuracy", "seconds")} for k, r in results.items()},
+            "comparison": comparison,
+        }
+        args.json.write_text(json.dumps(payload, indent=2), encoding="utf-8")
+    return 0
 
 
 if __name__ == "__main__":

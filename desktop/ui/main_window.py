@@ -98,6 +98,7 @@ class MainWindow(QMainWindow):
             device=self.settings.device,
             output_dir=self.settings.output_path,
             backend_factory=backend_factory,
+            options=self.settings.compute_options(),
         )
         self.models: list[ModelInfo] = []
         self.last_images: JobImages | None = None
@@ -442,14 +443,15 @@ class MainWindow(QMainWindow):
         self.show_message(f"{Path(path).name} was downloaded to {Path(path).parent}.", "info")
 
     def apply_settings(self, new: Settings) -> None:
-        """Adopt edited path settings: output folder, model folders, device."""
+        """Adopt edited settings: output folder, model folders, device and performance."""
         old = self.settings
         self.settings = new
         self.worker.set_output_dir(new.output_path)
         if new.output_path != old.output_path:
             self.output_dir_changed.emit(str(new.output_path))
-        if new.device != old.device:
-            self.worker.set_device(new.device)
+        compute = (new.device, new.compute_options())
+        if compute != (old.device, old.compute_options()):
+            self.worker.set_compute(*compute)
         if new.extra_model_folders != old.extra_model_folders:
             self.refresh_models()
         self.store_settings()

@@ -1,10 +1,12 @@
-"""The settings dialog: output folder, extra model folders and the compute device."""
+"""The settings dialog: output folder, extra model folders, the compute device and the
+performance settings (precision, GPU memory mode, torch.compile)."""
 
 from __future__ import annotations
 
 import dataclasses
 
 from PySide6.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QDialog,
     QDialogButtonBox,
@@ -19,7 +21,14 @@ from PySide6.QtWidgets import (
 )
 
 from desktop.engine import paths
-from desktop.engine.devices import DEVICE_CHOICES, DEVICE_CHOICES_HELP, parse_device
+from desktop.engine.devices import (
+    DEVICE_CHOICES,
+    DEVICE_CHOICES_HELP,
+    MEMORY_MODE_HELP,
+    MEMORY_MODES,
+    PRECISION_CHOICES,
+    parse_device,
+)
 from desktop.engine.errors import RequestError
 from desktop.engine.settings import QUEUE_ON_START, Settings
 
@@ -42,6 +51,26 @@ def _device_items(current: str) -> tuple[list[str], str]:
 #: What the queue does at start-up, as the combo shows it (keys: ``QUEUE_ON_START``).
 _QUEUE_ON_START = {"run": "Run them on start", "paused": "Restore them paused"}
 assert tuple(_QUEUE_ON_START) == QUEUE_ON_START
+
+_PRECISION_HELP = (
+    "The number format the UNet and text encoders compute in. auto: bf16 on CPUs with native "
+    "bf16 (AVX-512 BF16 or AMX) and on recent GPUs, fp16 on other GPUs, fp32 otherwise "
+    "(fp16 is never picked on a CPU: it is several times slower there). "
+    "`sandstorm --check` shows what auto picks on this machine and why."
+)
+_VAE_PRECISION_HELP = (
+    "The VAE's number format. auto: fp32 on CPUs; on GPUs the model's format, except SDXL's "
+    "VAE, which is kept in fp32. A picture that decodes to NaN (black) is decoded again in fp32."
+)
+
+
+def _combo(name: str, items: tuple[str, ...], current: str, tooltip: str) -> QComboBox:
+    combo = QComboBox()
+    combo.setObjectName(name)
+    combo.addItems(list(items))
+    combo.setCurrentText(current if current in items else items[0])
+    combo.setToolTip(tooltip)
+    return combo
 
 
 class SettingsDialog(QDialog):
@@ -97,6 +126,33 @@ class SettingsDialog(QDialog):
         )
         form.addRow("Device", self.device_combo)
 
+        self.precision_combo = _combo(
+            "PrecisionCombo", PRECISION_CHOICES, settings.precision, _PRECISION_HELP
+        )
+        form.addRow("Precision", self.precision_combo)
+        self.vae_precision_combo = _combo(
+            "VaePrecisionCombo", PRECISION_CHOICES, settings.vae_precision, _VAE_PRECISION_HELP
+        )
+        form.addRow("VAE precision", self.vae_precision_combo)
+        memory_help = "; ".join(f"{mode}: {text}" for mode, text in MEMORY_MODE_HELP.items())
+        self.memory_combo = _combo(
+            "MemoryModeCombo",
+            MEMORY_MODES,
+            settings.memory_mode,
+            f"How much GPU memory to save. auto: chosen from the free VRAM and the model. "
+            f"{memory_help}.",
+        )
+        form.addRow("GPU memory", self.memory_combo)
+        self.compile_check = QCheckBox("Compile the UNet with torch.compile")
+        self.compile_check.setObjectName("CompileCheck")
+        self.compile_check.setChecked(settings.torch_compile)
+        self.compile_check.setToolTip(
+            "The first job after a start compiles for a few minutes (the kernels are cached for "
+            "later starts); later steps may run faster or slower depending on the machine. "
+            "See the benchmark figures in the README before turning it on."
+        )
+        form.addRow("", self.compile_check)
+
         self.queue_combo = QComboBox()
         self.queue_combo.setObjectName("QueueOnStartCombo")
         for value, text in _QUEUE_ON_START.items():
@@ -145,5 +201,9 @@ class SettingsDialog(QDialog):
             output_dir=self.output_edit.text().strip(),
             extra_model_folders=[self.folders.item(i).text() for i in range(self.folders.count())],
             device=self.device_combo.currentText(),
+            precision=self.precision_combo.currentText(),
+            vae_precision=self.vae_precision_combo.currentText(),
+            memory_mode=self.memory_combo.currentText(),
+            torch_compile=self.compile_check.isChecked(),
             queue_on_start=str(self.queue_combo.currentData()),
         )

@@ -22,6 +22,7 @@ from PySide6.QtCore import QThread, Signal
 from PySide6.QtGui import QImage
 
 from desktop.engine.backend import Backend, local_backend
+from desktop.engine.devices import ComputeOptions
 from desktop.engine.errors import Cancelled, SandstormError
 from desktop.engine.progress import Progress, StepUpdate
 from desktop.engine.results import save_results
@@ -29,8 +30,8 @@ from desktop.ui import threads
 from desktop.ui.jobs import Job
 from desktop.ui.qimage import pil_to_qimage
 
-#: Makes the backend for a device name, on the worker thread.
-BackendFactory = Callable[[str], Backend]
+#: Makes the backend for a device setting and the performance settings, on the worker thread.
+BackendFactory = Callable[[str, ComputeOptions], Backend]
 
 
 @dataclass
@@ -55,8 +56,9 @@ class _Preload:
 
 
 @dataclass(frozen=True)
-class _SetDevice:
+class _SetCompute:
     device: str
+    options: ComputeOptions
 
 
 _STOP = object()
@@ -122,11 +124,13 @@ class GenerationWorker(QThread):
         output_dir: Path | None = None,
         backend_factory: BackendFactory | None = None,
         parent: Any = None,
+        options: ComputeOptions | None = None,
     ) -> None:
         super().__init__(parent)
         self.setObjectName("GenerationWorker")
         self._inbox: queue.Queue[Any] = queue.Queue()
         self._device = device
+        self._options = options or ComputeOptions()
         self._output_dir = output_dir
         self._factory: BackendFactory = backend_factory or local_backend
         self._backend: Backend | None = None
@@ -144,9 +148,10 @@ class GenerationWorker(QThread):
         """Load ``model`` now, so the first Generate does not wait for it."""
         self._inbox.put(_Preload(model))
 
-    def set_device(self, device: str) -> None:
-        """Use ``device`` from the next job on (the backend is rebuilt)."""
-        self._inbox.put(_SetDevice(device))
+    def set_compute(self, device: str, options: ComputeOptions | None = None) -> None:
+        """Use ``device`` and ``options`` from the next job on (the backend is rebuilt when
+        either changes; the loaded model goes with it)."""
+        self._inbox.put(_SetCompute(device, options or ComputeOptions()))
 
     def set_output_dir(self, path: Path) -> None:
         with self._lock:
@@ -193,9 +198,9 @@ class GenerationWorker(QThread):
         self._backend = None
 
     def _handle(self, item: Any) -> None:
-        if isinstance(item, _SetDevice):
-            if item.device != self._device:
-                self._device = item.device
+        if isinstance(item, _SetCompute):
+            if (item.device, item.options) != (self._device, self._options):
+                self._device, self._options = item.device, item.options
                 self._release_backend()
         elif isinstance(item, _Preload):
             self._preload(item.model)
@@ -207,7 +212,7 @@ class GenerationWorker(QThread):
             return self._backend
         self.status_changed.emit("", "Starting engine…")
         try:
-            self._backend = self._factory(self._device)
+            self._backend = self._factory(self._device, self._options)
         except SandstormError as exc:
             self.engine_failed.emit(str(exc))
             return None

@@ -161,3 +161,15 @@ def test_own_checkpoint_folders_and_source_vae_folders_are_listed(
     assert f"Models in:    {comfy / 'models' / 'checkpoints'}" in out
     assert f"VAEs in:      {comfy / 'models' / 'vae'}" in out
     assert "from-comfy  [SD1.5]  usable" in out
+
+
+def test_compute_plan_follows_the_performance_settings(capsys, no_bundled_models, fast_qt_probe):
+    from desktop.engine.settings import Settings, save_settings
+
+    _fake_sd1_checkpoint(paths.user_models_dir() / "checkpoints" / "dreamy.safetensors")
+    save_settings(Settings(device="cpu", precision="fp32", torch_compile=True))
+    assert check.run_check() == 0
+    out = capsys.readouterr().out
+    assert "Compute:      UNet and text encoder in fp32; VAE in fp32" in out
+    assert "Compute:      torch.compile on" in out
+    assert "Compute:      because fp32 was asked for in the settings" in out

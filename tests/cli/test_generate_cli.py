@@ -115,3 +115,27 @@ def test_models_lists_usable_and_unusable(tiny_sd, tmp_path, capsys, monkeypatch
     assert not rows["broken"]["usable"] and "too short" in rows["broken"]["reason"]
     assert main(["models"]) == 0
     assert "unusable" in capsys.readouterr().out
+
+
+def test_generate_performance_flags_override_the_saved_settings(tiny_sd, tmp_path, capsys):
+    from desktop.engine.settings import Settings, save_settings
+
+    save_settings(Settings(precision="fp32"))
+    base = ["generate", "--prompt", "a dot", "--model", str(tiny_sd), "--steps", "1"]
+    base += ["--width", "64", "--height", "64", "--out", str(tmp_path), "--json"]
+    base += ["--device", "cpu"]
+    assert main(base) == 0
+    assert json.loads(capsys.readouterr().out)["dtype"] == "fp32"  # from the settings
+    assert main([*base, "--dtype", "bf16", "--memory-mode", "tiling", "--no-compile"]) == 0
+    assert json.loads(capsys.readouterr().out)["dtype"] == "bf16"  # the flag wins
+    # fp16 on the CPU is refused by the plan (several times slower there), not by the flag.
+    assert main([*base, "--dtype", "fp16"]) == 0
+    assert json.loads(capsys.readouterr().out)["dtype"] == "fp32"
+
+
+def test_generate_rejects_an_unknown_precision(tiny_sd, capsys):
+    import pytest
+
+    with pytest.raises(SystemExit):
+        main(["generate", "--prompt", "x", "--model", str(tiny_sd), "--dtype", "fp64"])
+    assert "invalid choice: 'fp64'" in capsys.readouterr().err

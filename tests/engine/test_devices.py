@@ -30,10 +30,12 @@ def one_cuda_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
     torch.cuda.is_available() or torch.backends.mps.is_available(),
     reason="checks the real fallback of a computer without a GPU",
 )
-def test_auto_on_this_cpu_machine_is_cpu_fp32() -> None:
+def test_auto_on_this_cpu_machine_is_cpu_with_its_native_format() -> None:
     device = devices.resolve_device("auto")
     assert device == "cpu"
-    assert devices.default_dtype(device) == torch.float32
+    native = devices.probe(device).native_bf16
+    assert native == torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    assert devices.default_dtype(device) == (torch.bfloat16 if native else torch.float32)
 
 
 def test_auto_prefers_cuda_then_mps_then_cpu(monkeypatch: pytest.MonkeyPatch, cpu_only) -> None:
@@ -76,7 +78,8 @@ def test_cpu_is_always_available(cpu_only) -> None:
 @pytest.mark.parametrize(
     ("device", "expected"),
     [
-        ("cpu", torch.float32),
+        # bf16 where the CPU computes it natively (AVX512_BF16/AMX), else fp32.
+        ("cpu", torch.bfloat16 if devices.probe("cpu").native_bf16 else torch.float32),
         ("cuda", torch.float16),
         ("cuda:1", torch.float16),
         ("mps", torch.float16),

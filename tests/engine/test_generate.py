@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
+from desktop.engine.devices import torch_dtype
 from desktop.engine.errors import Cancelled, GenerationError, ModelError
 from desktop.engine.generate import Engine, _X0Recorder
 from desktop.engine.progress import RecordingProgress
@@ -96,7 +97,7 @@ def test_img2img_shares_components_without_reload(engine, tiny_sd, tmp_path):
     assert engine.loads == loads
     loaded = engine._loaded
     assert loaded.img2img.unet is loaded.txt2img.unet
-    assert loaded.img2img.unet.dtype == loaded.txt2img.unet.dtype == torch.float32
+    assert loaded.img2img.unet.dtype == loaded.txt2img.unet.dtype == engine.dtype
 
 
 def test_cancel_stops_within_one_step_and_engine_stays_usable(engine, tiny_sd):
@@ -196,3 +197,15 @@ def test_x0_recorder_keeps_pred_original_sample():
     assert recorder.latest() is not None and recorder.latest().shape == sample.shape
     # x0 with a zero noise prediction is the (unscaled) sample itself
     assert torch.allclose(recorder.latest(), sample, atol=1e-5)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_same_seed_gives_identical_pixels_within_one_precision(tiny_sd, precision):
+    from desktop.engine.devices import ComputeOptions
+
+    engine = Engine(device="cpu", options=ComputeOptions(precision=precision))
+    assert engine.plan.dtype == precision
+    first = engine.generate(_request(tiny_sd, seed=99))
+    again = engine.generate(_request(tiny_sd, seed=99))
+    assert np.array_equal(_pixels(first), _pixels(again))
+    assert engine._loaded.txt2img.unet.dtype == torch_dtype(precision)

@@ -32,6 +32,10 @@ def test_round_trip_keeps_every_field(tmp_path: Path):
         output_dir=str(tmp_path / "out"),
         extra_model_folders=["/opt/ComfyUI", "~/webui"],
         device="cuda:1",
+        precision="bf16",
+        vae_precision="fp32",
+        memory_mode="offload",
+        torch_compile=True,
         window_geometry="AAAA",
         window_state="BBBB",
     )
@@ -155,3 +159,19 @@ def test_version_2_last_request_is_not_touched(tmp_path: Path):
         json.dumps({"version": 2, "last_request": request, "prompt": "stray"}), encoding="utf-8"
     )
     assert load_settings(path).last_request == request
+
+
+def test_performance_settings_become_compute_options(tmp_path: Path):
+    from desktop.engine.devices import ComputeOptions
+
+    assert Settings().compute_options() == ComputeOptions()
+    chosen = Settings(precision="BF16", memory_mode="tiling", torch_compile=True)
+    assert chosen.compute_options() == ComputeOptions(
+        precision="bf16", memory_mode="tiling", compile=True
+    )
+    # A hand-edited value that the engine does not know falls back to auto on load.
+    path = tmp_path / "settings.json"
+    path.write_text(json.dumps({"version": 2, "precision": "fp64", "torch_compile": True}))
+    loaded = load_settings(path)
+    assert (loaded.precision, loaded.torch_compile) == ("auto", True)
+    assert loaded.compute_options() == ComputeOptions(compile=True)

@@ -142,3 +142,22 @@ def test_img2img_recolours_a_circle(engine: Engine, defaults: dict, tmp_path: Pa
     assert reading.shape == "circle", reading
     assert reading.centroid is not None
     assert math.dist(reading.centroid, (32, 32)) < 12
+
+
+def test_bf16_keeps_the_pictures_of_fp32() -> None:
+    """The faster CPU format must not change what the model draws (PSNR against fp32)."""
+    from desktop.engine.devices import ComputeOptions
+
+    cases = data.evaluation_cases(4, seed=99)
+    results = {
+        precision: evaluate.evaluate(
+            evaluate.engine_generator(
+                MODEL, engine=Engine(device="cpu", options=ComputeOptions(precision=precision))
+            ),
+            cases,
+        )
+        for precision in ("fp32", "bf16")
+    }
+    comparison = evaluate.compare(results)["bf16"]
+    assert comparison["psnr_min_db"] >= 30.0, comparison
+    assert comparison["psnr_mean_db"] >= 35.0, comparison

@@ -252,13 +252,23 @@ def test_settings_dialog_edits_paths(qtbot, window, tmp_path):
     dialog.device_combo.setCurrentText("cpu")
     assert dialog.queue_combo.currentData() == "run"
     dialog.queue_combo.setCurrentIndex(dialog.queue_combo.findData("paused"))
+    assert dialog.precision_combo.currentText() == "auto"
+    dialog.precision_combo.setCurrentText("fp32")
+    dialog.memory_combo.setCurrentText("tiling")
+    assert not dialog.compile_check.isChecked()
     dialog.accept()
     assert window.settings.output_dir == str(tmp_path / "renders")
-    assert str(tmp_path / "more-models") in load_settings().extra_model_folders
-    assert load_settings().queue_on_start == "paused"
+    saved = load_settings()
+    assert str(tmp_path / "more-models") in saved.extra_model_folders
+    assert saved.queue_on_start == "paused"
+    assert (saved.precision, saved.vae_precision, saved.memory_mode) == ("fp32", "auto", "tiling")
     job = window.generate()
     assert _wait_job(qtbot, window, job.job_id) == "finished"
     assert pngs(tmp_path / "renders")
+    # The job ran on a backend built from the new performance settings.
+    engine = window.worker.backend.engine
+    assert engine.options == saved.compute_options()
+    assert engine.plan.dtype == "fp32"
 
 
 def test_builtin_model_is_default_and_shows_examples(qtbot, sandstorm_home, monkeypatch, tiny_sd):

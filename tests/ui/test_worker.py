@@ -8,6 +8,7 @@ from pathlib import Path
 from PIL import Image
 
 from desktop.engine.backend import Backend
+from desktop.engine.devices import ComputeOptions
 from desktop.engine.errors import GenerationError, ModelError
 from desktop.engine.progress import Progress, StepUpdate
 from desktop.engine.request import GenerationRequest
@@ -54,7 +55,7 @@ class ScriptedBackend:
 
 
 def test_engine_start_failure_is_reported_and_jobs_fail_cleanly(qtbot):
-    def broken(_device: str):
+    def broken(_device: str, _options: ComputeOptions):
         raise ModelError("No usable device was found.")
 
     worker = GenerationWorker(backend_factory=broken)
@@ -75,7 +76,7 @@ def test_engine_start_failure_is_reported_and_jobs_fail_cleanly(qtbot):
 def test_failures_and_cancels_do_not_stop_the_worker(qtbot, tmp_path):
     engine = ScriptedBackend()
     assert isinstance(engine, Backend)
-    worker = GenerationWorker(output_dir=tmp_path, backend_factory=lambda _d: engine)
+    worker = GenerationWorker(output_dir=tmp_path, backend_factory=lambda _d, _o: engine)
     jobs = JobQueue()
     events: list[tuple] = []
     worker.job_failed.connect(lambda j, m: events.append(("failed", j, m)))
@@ -131,9 +132,11 @@ def test_tiny_model_previews_every_step_and_saves(qtbot, tiny_sd: Path, tmp_path
 
 def test_preload_and_device_change_go_through_the_backend(qtbot, tmp_path):
     backends: list[ScriptedBackend] = []
+    made_for: list[tuple[str, ComputeOptions]] = []
 
-    def factory(device: str) -> ScriptedBackend:
+    def factory(device: str, options: ComputeOptions) -> ScriptedBackend:
         backends.append(ScriptedBackend())
+        made_for.append((device, options))
         return backends[-1]
 
     worker = GenerationWorker(device="cpu", output_dir=tmp_path, backend_factory=factory)
@@ -145,11 +148,21 @@ def test_preload_and_device_change_go_through_the_backend(qtbot, tmp_path):
     ):
         worker.preload("model-a")
     assert backends[0].preloaded == ["model-a"]
-    worker.set_device("cuda:1")
+    worker.set_compute("cuda:1")
     with qtbot.waitSignal(
         worker.status_changed, timeout=10_000, check_params_cb=lambda j, t: t == "Ready."
     ):
         worker.preload("model-b")
     # A new device gets a new backend; the old one released what it held.
     assert len(backends) == 2 and backends[0].closed == 1 and backends[1].preloaded == ["model-b"]
+    # The same settings again keep the backend; new performance settings rebuild it.
+    bf16 = ComputeOptions(precision="bf16", memory_mode="tiling")
+    for options in (None, bf16):
+        worker.set_compute("cuda:1", options)
+        with qtbot.waitSignal(
+            worker.status_changed, timeout=10_000, check_params_cb=lambda j, t: t == "Ready."
+        ):
+            worker.preload("model-c")
+    assert made_for == [("cpu", ComputeOptions()), ("cuda:1", ComputeOptions()), ("cuda:1", bf16)]
+    assert backends[1].closed == 1 and backends[1].preloaded == ["model-b", "model-c"]
     assert worker.stop(5000)
