@@ -134,6 +134,8 @@ def dtype_name(dtype: torch.dtype) -> str:
 
 #: Number formats a user can ask for; "auto" lets ``plan_compute`` choose for the device.
 PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")
+#: The built-in model's family: its 13 M-parameter UNet gains nothing from bf16 on a CPU.
+SMALL_FAMILY = "builtin"
 #: How much GPU memory to save, from none to the most (and the slowest).
 MEMORY_MODES = ("auto", "off", "tiling", "offload", "sequential")
 MEMORY_MODE_HELP = {
@@ -313,7 +315,7 @@ def plan_compute(
     """
     options = options or ComputeOptions()
     reasons: list[str] = []
-    dtype = _unet_dtype(facts, options.precision, reasons)
+    dtype = _unet_dtype(facts, options.precision, reasons, family)
     vae_dtype = _vae_dtype(facts, options.vae_precision, dtype, family, reasons)
     memory = _memory_mode(facts, options.memory_mode, dtype, family, reasons)
     threads = None
@@ -337,7 +339,7 @@ def plan_compute(
     )
 
 
-def _unet_dtype(facts: DeviceFacts, choice: str, reasons: list[str]) -> str:
+def _unet_dtype(facts: DeviceFacts, choice: str, reasons: list[str], family: str) -> str:
     if facts.kind == "cpu":
         if choice == "fp16":
             reasons.append(
@@ -354,6 +356,12 @@ def _unet_dtype(facts: DeviceFacts, choice: str, reasons: list[str]) -> str:
         if choice != "auto":
             reasons.append(f"{choice} was asked for in the settings")
             return choice
+        if facts.native_bf16 and family == SMALL_FAMILY:
+            reasons.append(
+                "the built-in model is too small for bf16 to pay on the CPU (its evaluation: "
+                "the same pictures, no faster than fp32): fp32"
+            )
+            return "fp32"
         if facts.native_bf16:
             reasons.append(
                 "this CPU computes bf16 natively (AVX512_BF16/AMX): bf16 is "

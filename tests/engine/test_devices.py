@@ -180,6 +180,14 @@ def test_cpu_with_native_bf16_runs_unet_in_bf16_and_vae_in_fp32() -> None:
     assert any("natively" in reason for reason in plan.reasons)
 
 
+def test_built_in_model_stays_fp32_on_the_cpu_unless_asked() -> None:
+    facts = devices.DeviceFacts("cpu", "AVX512", native_bf16=True, physical_cores=2)
+    plan = _plan(facts, family="builtin")
+    assert plan.dtype == "fp32" and any("too small" in r for r in plan.reasons)
+    assert _plan(facts, family="builtin", precision="bf16").dtype == "bf16"
+    assert _plan(facts, family="sdxl").dtype == "bf16"
+
+
 def test_cpu_without_native_bf16_stays_fp32_and_never_fp16() -> None:
     facts = devices.DeviceFacts("cpu", "AVX2", native_bf16=False)
     assert _plan(facts).dtype == "fp32"
