@@ -62,6 +62,13 @@ def peak_rss_bytes() -> int:
     return peak if sys.platform == "darwin" else peak * 1024
 
 
+def rss_bytes() -> int:
+    """This process's resident memory now (the steady state after the jobs)."""
+    import psutil
+
+    return int(psutil.Process().memory_info().rss)
+
+
 def job_metrics(started: float, steps: list[float], ended: float) -> dict[str, Any]:
     """One job's figures from perf_counter times: request, each step's callback, the end."""
     gaps = [b - a for a, b in pairwise(steps)]
@@ -85,7 +92,7 @@ def summarize(system: dict[str, Any]) -> dict[str, Any]:
         "load_to_first_preview_s": jobs[0].get("first_preview_s"),
         "peak_rss_mb": system.get("peak_rss_mb"),
     }
-    for key in ("import_s", "startup_s", "dtype"):
+    for key in ("import_s", "startup_s", "dtype", "rss_after_mb"):
         if key in system:
             out[key] = system[key]
     return out
@@ -159,6 +166,7 @@ def _sandstorm_child(checkpoint: Path, size: int, steps: int, jobs: int, dtype: 
         "import_s": import_s,
         "dtype": engine.plan_for("sd1").dtype,
         "peak_rss_mb": peak_rss_bytes() / 2**20,
+        "rss_after_mb": rss_bytes() / 2**20,
     }
 
 
@@ -207,6 +215,7 @@ def _diffusers_child(checkpoint: Path, size: int, steps: int, jobs: int) -> dict
         "import_s": import_s,
         "dtype": "fp32",
         "peak_rss_mb": peak_rss_bytes() / 2**20,
+        "rss_after_mb": rss_bytes() / 2**20,
     }
 
 

@@ -20,14 +20,14 @@ import pytest
 from desktop.engine import paths
 
 NEW_SETTING = """\
-    clip_skip: int = setting(
-        1,
-        label="Clip skip",
-        help="Stop the text encoder this many layers from the end",
-        infotext="Clip skip",
-        infotext_default=1,
-        minimum=1,
-        maximum=12,
+    ensd: int = setting(
+        0,
+        label="Eta noise seed delta",
+        help="Added to the seed of the ancestral samplers' noise",
+        infotext="ENSD",
+        infotext_default=0,
+        minimum=0,
+        maximum=2**31 - 1,
         panel="sampler",
         index=True,
     )
@@ -44,21 +44,21 @@ assert Path(desktop.__file__).resolve().parent == Path.cwd() / "desktop", deskto
 from desktop.engine.request import GenerationRequest, request_field
 from desktop.engine.metadata import format_parameters, read_metadata, png_info
 
-info = request_field("clip_skip")
-request = GenerationRequest(prompt="a fox", seed=7, clip_skip=3)
+info = request_field("ensd")
+request = GenerationRequest(prompt="a fox", seed=7, ensd=3)
 report = {}
 
 # 1. Infotext: written under its key, read back by the A1111 reader.
 text = format_parameters(request)
-report["infotext_written"] = "Clip skip: 3" in text
+report["infotext_written"] = "ENSD: 3" in text
 image = Image.new("RGB", (8, 8))
 buffer = io.BytesIO()
 pnginfo = png_info(request)
 image.save(buffer, "PNG", pnginfo=pnginfo)
 from desktop.engine.metadata import metadata_from_chunks
 meta = metadata_from_chunks({"parameters": text})
-report["infotext_read"] = meta.request is not None and meta.request.clip_skip == 3
-report["chunk_read"] = read_metadata(buffer.getvalue()).request.clip_skip == 3
+report["infotext_read"] = meta.request is not None and meta.request.ensd == 3
+report["chunk_read"] = read_metadata(buffer.getvalue()).request.ensd == 3
 
 # 2. Gallery index: a column, searchable, read back on the item.
 from desktop.engine.gallery import Gallery
@@ -67,8 +67,8 @@ with Gallery(root=out / "pictures", index_path=out / "index.sqlite3") as gallery
     saved = gallery.save(image, request, None)
     columns = [row[1] for row in gallery._conn.execute("PRAGMA table_info(images)")]
     found = gallery.search()
-report["index_column"] = "clip_skip" in columns
-report["index_value"] = bool(found) and found[0].clip_skip == 3
+report["index_column"] = "ensd" in columns
+report["index_value"] = bool(found) and found[0].ensd == 3
 
 # 3. The form: the sampler panel builds an editor and reports the value.
 from PySide6.QtWidgets import QApplication
@@ -77,26 +77,26 @@ from desktop.ui.sampler_panel import SamplerPanel
 from desktop.ui.form import build_request, remember_values, restored_values
 from desktop.engine.settings import Settings
 panel = SamplerPanel()
-panel.set_values({"clip_skip": 5})
+panel.set_values({"ensd": 5})
 values = panel.values()
-report["form_editor"] = "clip_skip" in panel.editors
-report["form_value"] = values.get("clip_skip") == 5
-report["form_request"] = build_request({"prompt": "x", **values}).clip_skip == 5
+report["form_editor"] = "ensd" in panel.editors
+report["form_value"] = values.get("ensd") == 5
+report["form_request"] = build_request({"prompt": "x", **values}).ensd == 5
 settings = Settings()
 remember_values({"prompt": "x", **values}, settings)
-report["remembered"] = restored_values(settings).get("clip_skip") == 5
+report["remembered"] = restored_values(settings).get("ensd") == 5
 
 # 4. sandstorm info lists it.
 from desktop.cli import info as info_cli
 lines = "\n".join(info_cli._lines(meta))
-report["info_lists"] = "Clip skip" in lines and "3" in lines
+report["info_lists"] = "Eta noise seed delta" in lines and "3" in lines
 
 # 5. The CLI has a flag and builds the request with it.
 from desktop.cli import generate as generate_cli
 parser = argparse.ArgumentParser()
 generate_cli.add_parser(parser.add_subparsers())
-args = parser.parse_args(["generate", "--prompt", "p", "--clip-skip", "4"])
-report["cli_flag"] = generate_cli.build_request(args).clip_skip == 4
+args = parser.parse_args(["generate", "--prompt", "p", "--ensd", "4"])
+report["cli_flag"] = generate_cli.build_request(args).ensd == 4
 
 print(json.dumps(report))
 """

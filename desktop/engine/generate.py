@@ -42,6 +42,7 @@ from desktop.engine.errors import (  # noqa: E402
 from desktop.engine.models import ModelInfo, find_model  # noqa: E402
 from desktop.engine.previews import Previewer, previewer_for  # noqa: E402
 from desktop.engine.progress import Progress, StepUpdate  # noqa: E402
+from desktop.engine.prompt_conditioning import Conditioning  # noqa: E402
 from desktop.engine.request import GenerationRequest  # noqa: E402
 from desktop.engine.samplers import SAMPLERS, make_scheduler  # noqa: E402
 
@@ -303,19 +304,21 @@ class Engine:
         # 3. The sampler, built fresh from the model's training schedule.
         pipe.scheduler = make_scheduler(request.sampler, request.schedule, self._base_scheduler)
         recorder = _X0Recorder(pipe.scheduler, SAMPLERS[request.sampler].x0_from_model_outputs)
-        # 4. Prompt length and init image.
-        for text in (request.prompt, request.negative_prompt):
-            if warning := _truncation_warning(pipe.tokenizer, text):
-                warnings.append(warning)
-                progress.warn(warning)
+        # 4. The prompts (A1111 weights, any length, scheduled edits) and the init image.
         _set_vae_tiling(
             pipe.vae, request.width * request.height >= self._loaded_plan.tiled_vae_pixels
         )
         kwargs = self._pipeline_kwargs(request, loaded)
+        with torch.inference_mode():
+            conditioning = Conditioning.build(pipe, request)
+        for warning in conditioning.warnings:
+            warnings.append(warning)
+            progress.warn(warning)
+        kwargs.update(conditioning.pipeline_kwargs())
         # 5. Denoise, previewing every step; the engine decodes the latents itself so the
         # VAE can run in its own number format and be retried in fp32.
         progress.set_status("Generating…")
-        callback = self._step_callback(progress, recorder, started, timings)
+        callback = self._step_callback(progress, recorder, started, timings, conditioning)
         try:
             with torch.inference_mode():
                 begun = time.perf_counter()
@@ -375,8 +378,6 @@ class Engine:
             torch.Generator("cpu").manual_seed(request.seed + i) for i in range(request.batch_size)
         ]
         kwargs: dict[str, Any] = {
-            "prompt": request.prompt,
-            "negative_prompt": request.negative_prompt or None,
             "num_inference_steps": request.steps,
             "guidance_scale": request.cfg_scale,
             "num_images_per_prompt": request.batch_size,
@@ -396,7 +397,12 @@ class Engine:
         return kwargs
 
     def _step_callback(
-        self, progress: Progress, recorder: _X0Recorder, started: float, timings: JobTimings
+        self,
+        progress: Progress,
+        recorder: _X0Recorder,
+        started: float,
+        timings: JobTimings,
+        conditioning: Conditioning,
     ) -> Any:
         previewer = self._previewer
 
@@ -416,7 +422,8 @@ class Engine:
             total = int(getattr(pipe, "num_timesteps", 0) or 0)
             elapsed = time.perf_counter() - started
             progress.set_progress(StepUpdate(progress.job_id, index + 1, total, elapsed, preview))
-            return {}
+            # Prompt editing and alternation: the next step's embeddings, when they change.
+            return conditioning.switch(pipe, index + 1)
 
         return on_step_end
 
@@ -489,23 +496,6 @@ def _vae_encode(
         dist = vae.encode(pixels).latent_dist
         latents.append(dist.sample(generator) * vae.config.scaling_factor)
     return torch.cat(latents).to(dtype)
-
-
-def _truncation_warning(tokenizer: Any, text: str) -> str | None:
-    """A warning when ``text`` exceeds the model's token limit (the rest is ignored)."""
-    if not text or tokenizer is None:
-        return None
-    limit = int(getattr(tokenizer, "model_max_length", 77))
-    if limit > 10_000:  # tokenizers without a real limit report a huge sentinel
-        return None
-    ids = tokenizer(text, truncation=False).input_ids
-    if len(ids) <= limit:
-        return None
-    kept = tokenizer.decode(ids[1 : limit - 1])
-    return (
-        f"The prompt is {len(ids) - 2} tokens long; the model reads only {limit - 2}, "
-        f"so everything after “…{kept[-40:]}” was ignored."
-    )
 
 
 def _to_images(array: np.ndarray) -> list[Image.Image]:

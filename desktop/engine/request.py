@@ -30,6 +30,7 @@ from desktop.engine.schema import FieldInfo, setting
 REQUEST_VERSION = 2
 SEED_MAX = 2**32 - 1
 MIN_SIZE, MAX_SIZE = 32, 4096
+MAX_CLIP_SKIP = 12
 MAX_STEPS = 150
 MAX_CFG = 30.0
 MAX_BATCH = 16
@@ -111,6 +112,18 @@ class GenerationRequest:
         index=True,
         cli="--cfg",
         model_default=True,
+    )
+    clip_skip: int = setting(
+        1,
+        label="Clip skip",
+        help="Read the text encoder this many layers from the end (1 = the last layer, "
+        "AUTOMATIC1111's numbering; 2 suits many anime models)",
+        infotext="Clip skip",
+        infotext_default=1,
+        minimum=1,
+        maximum=MAX_CLIP_SKIP,
+        panel="sampler",
+        index=True,
     )
     seed: int = setting(
         -1,

@@ -9,6 +9,7 @@ is started by ``start_engine`` once the window is on screen.
 
 from __future__ import annotations
 
+import functools
 import time
 from pathlib import Path
 from typing import Any
@@ -102,6 +103,7 @@ class MainWindow(QMainWindow):
         )
         self.models: list[ModelInfo] = []
         self.last_images: JobImages | None = None
+        self._token_counters: dict[Path | None, Any] = {}
         self._family = ""
         self._restoring = True
         self._fresh_settings = False
@@ -474,7 +476,9 @@ class MainWindow(QMainWindow):
         """Offer the family's sizes. On a first start the model's defaults fill the panels;
         restored settings are kept; switching to another family takes its native size."""
         if info is None:
+            self.prompt_panel.set_token_counter(None)
             return
+        self._load_token_counter(info)
         self.sampler_panel.set_family(info.family, info.native_size)
         defaults = defaults_for(info)
         if self._restoring and not self._fresh_settings:
@@ -489,6 +493,30 @@ class MainWindow(QMainWindow):
             )
         self.sampler_panel.set_values(changes)
         self._family = info.family
+
+    def _load_token_counter(self, info: ModelInfo) -> None:
+        """Give the prompt boxes the model's tokenizer, read off the GUI thread once."""
+        from desktop.engine.prompt_tokens import count_prompt, counting_tokenizer
+
+        folder = info.path if info.path.is_dir() else None
+        if folder in self._token_counters:
+            self.prompt_panel.set_token_counter(self._token_counters[folder])
+            return
+
+        def ready(tokenizer: Any) -> None:
+            counter = functools.partial(count_prompt, tokenizer)
+            self._token_counters[folder] = counter
+            current = self.prompt_panel.current_model()
+            if current is not None and (current.path if current.path.is_dir() else None) == folder:
+                self.prompt_panel.set_token_counter(counter)
+
+        self.tasks.submit(
+            counting_tokenizer,
+            folder,
+            on_result=ready,
+            on_error=lambda exc: self.prompt_panel.set_token_counter(None),
+            name="tokenizer",
+        )
 
     # -- img2img ---------------------------------------------------------------------------
     def _on_init_image(self, path: str | None) -> None:

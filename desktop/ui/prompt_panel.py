@@ -11,18 +11,46 @@ from PySide6.QtWidgets import (
     QFormLayout,
     QHBoxLayout,
     QLabel,
-    QPlainTextEdit,
     QToolButton,
     QVBoxLayout,
     QWidget,
 )
 
 from desktop.engine.models import ModelInfo, match_model
+from desktop.engine.prompt_tokens import TokenCount
 from desktop.ui.fields import SettingsPanel
 from desktop.ui.icons import icon
+from desktop.ui.prompt_edit import Counter, PromptEdit
 
 DEFAULT_PLACEHOLDER = "Describe the image you want…"
 _INFO_ROLE = Qt.ItemDataRole.UserRole + 1
+
+
+_SYNTAX_HELP = (
+    "Weights as in AUTOMATIC1111: (word) ×1.1, [word] ÷1.1, (word:1.3); Ctrl+Up/Down "
+    "changes the weight of the selected words. BREAK starts a new 75-token chunk; "
+    "[a:b:0.5] switches from a to b halfway; [a|b] alternates every step."
+)
+
+
+def _count_label(name: str) -> QLabel:
+    label = QLabel("")
+    label.setObjectName(name)
+    label.setVisible(False)
+    label.setToolTip("Tokens used / the chunks they fill (75 tokens each)")
+    return label
+
+
+def _show_count(label: QLabel, count: TokenCount) -> None:
+    label.setText(count.text)
+    if count.cut:
+        label.setStyleSheet("color: #ff7a7a; font-weight: bold;")
+        label.setToolTip(
+            f"This model reads only {count.capacity} tokens; the rest of the prompt is ignored."
+        )
+    else:
+        label.setStyleSheet("")
+        label.setToolTip("Tokens used / the chunks they fill (75 tokens each)")
 
 
 def model_key(info: ModelInfo) -> str:
@@ -77,16 +105,25 @@ class PromptPanel(SettingsPanel):
         self.example_button.setToolTip("Fill in an example prompt that suits this model")
         self.example_button.setVisible(False)
         prompt_row.addWidget(self.example_button)
+        self.prompt_count = _count_label("PromptTokenCount")
+        prompt_row.addWidget(self.prompt_count)
         layout.addLayout(prompt_row)
-        self.prompt_edit = QPlainTextEdit()
+        self.prompt_edit = PromptEdit()
         self.prompt_edit.setObjectName("PromptEdit")
         self.prompt_edit.setPlaceholderText(DEFAULT_PLACEHOLDER)
-        self.prompt_edit.setToolTip("What the image should show. Ctrl+Enter generates.")
+        self.prompt_edit.setToolTip(
+            f"What the image should show. Ctrl+Enter generates.\n{_SYNTAX_HELP}"
+        )
         self.prompt_edit.setTabChangesFocus(True)
         layout.addWidget(self.prompt_edit, 3)
 
-        layout.addWidget(QLabel("Negative prompt"))
-        self.negative_edit = QPlainTextEdit()
+        negative_row = QHBoxLayout()
+        negative_row.addWidget(QLabel("Negative prompt"))
+        negative_row.addStretch(1)
+        self.negative_count = _count_label("NegativeTokenCount")
+        negative_row.addWidget(self.negative_count)
+        layout.addLayout(negative_row)
+        self.negative_edit = PromptEdit()
         self.negative_edit.setObjectName("NegativeEdit")
         self.negative_edit.setPlaceholderText("What to avoid (optional)…")
         self.negative_edit.setToolTip("What the image should not show.")
@@ -102,6 +139,19 @@ class PromptPanel(SettingsPanel):
         self.model_combo.currentIndexChanged.connect(self._on_model_index)
         self.refresh_button.clicked.connect(self.refresh_requested)
         self.example_button.clicked.connect(self._next_example)
+        self.prompt_edit.token_count_changed.connect(
+            lambda count: _show_count(self.prompt_count, count)
+        )
+        self.negative_edit.token_count_changed.connect(
+            lambda count: _show_count(self.negative_count, count)
+        )
+
+    def set_token_counter(self, counter: Counter | None) -> None:
+        """Count both prompts with ``counter`` (the selected model's tokenizer)."""
+        self.prompt_edit.set_counter(counter)
+        self.negative_edit.set_counter(counter)
+        for label in (self.prompt_count, self.negative_count):
+            label.setVisible(counter is not None)
 
     # -- values ----------------------------------------------------------------------------
     def _custom_values(self) -> dict[str, Any]:
@@ -207,7 +257,9 @@ class PromptPanel(SettingsPanel):
             )
         else:
             self.prompt_edit.setPlaceholderText(DEFAULT_PLACEHOLDER)
-            self.prompt_edit.setToolTip("What the image should show. Ctrl+Enter generates.")
+            self.prompt_edit.setToolTip(
+                f"What the image should show. Ctrl+Enter generates.\n{_SYNTAX_HELP}"
+            )
         self.example_button.setVisible(bool(self._examples))
         if info is not None:
             self.model_combo.setToolTip(f"{info.name} — {info.label} model\n{info.path}")

@@ -169,11 +169,11 @@ def test_nan_output_is_refused(engine, tiny_sd, monkeypatch):
     assert engine.generate(_request(tiny_sd)).images
 
 
-def test_long_prompt_is_truncated_with_a_warning(engine, tiny_sd):
+def test_long_prompt_is_encoded_whole_without_a_warning(engine, tiny_sd):
     progress = RecordingProgress()
-    result = engine.generate(_request(tiny_sd, prompt="red circle " * 1000), progress)
-    assert result.warnings and "ignored" in result.warnings[0]
-    assert progress.warnings == result.warnings
+    result = engine.generate(_request(tiny_sd, prompt="red circle, " * 60), progress)
+    assert result.warnings == [] and progress.warnings == []
+    assert result.images[0].request.prompt == "red circle, " * 60
 
 
 def test_unusable_and_missing_models_fail_clearly(engine, tmp_path):

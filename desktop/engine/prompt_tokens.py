@@ -1,0 +1,176 @@
+"""Prompt pieces to CLIP token chunks, by AUTOMATIC1111's rules (no torch: the prompt box
+counts tokens with this while the user types).
+
+Each piece is tokenized on its own and every token carries its piece's weight; chunks hold
+75 tokens (77 less BOS and EOS); a full chunk ends after a comma among its last 20 tokens;
+``BREAK`` ends a chunk. A tokenizer whose window is not 77 (the built-in model's 32) gets
+one chunk, and what does not fit is counted as dropped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from desktop.engine import paths
+from desktop.engine.prompt_syntax import Piece
+
+#: Tokens per chunk between BOS and EOS for CLIP's 77-position window.
+CHUNK = 75
+#: A full chunk ends after a comma when one is among its last this many tokens.
+COMMA_BACKTRACK = 20
+STANDARD_LENGTH = 77
+
+
+@dataclass
+class Chunk:
+    """Up to ``CHUNK`` token ids and their weights (no BOS/EOS yet)."""
+
+    ids: list[int]
+    weights: list[float]
+
+
+@dataclass
+class Tokenized:
+    chunks: list[Chunk]
+    #: Tokens dropped because the model reads one chunk only (the built-in model).
+    dropped: int = 0
+    kept_text: str = ""
+
+
+def _comma_id(tokenizer: Any) -> int | None:
+    ids = tokenizer(",", add_special_tokens=False).input_ids
+    return ids[0] if len(ids) == 1 else None
+
+
+def chunk_size(tokenizer: Any) -> tuple[int, bool]:
+    """(tokens per chunk, whether several chunks may be used) for ``tokenizer``."""
+    limit = int(getattr(tokenizer, "model_max_length", STANDARD_LENGTH))
+    if limit > 10_000:  # tokenizers without a real limit report a huge sentinel
+        limit = STANDARD_LENGTH
+    return limit - 2, limit == STANDARD_LENGTH
+
+
+def tokenize(tokenizer: Any, pieces: Sequence[Piece]) -> Tokenized:
+    """Split ``pieces`` into weighted chunks by the rules in the module docstring."""
+    size, many = chunk_size(tokenizer)
+    comma = _comma_id(tokenizer)
+    chunks: list[Chunk] = []
+    current = Chunk([], [])
+    last_comma = -1
+
+    def close() -> None:
+        nonlocal current, last_comma
+        chunks.append(current)
+        current = Chunk([], [])
+        last_comma = -1
+
+    for piece in pieces:
+        if piece.brk:
+            close()
+            continue
+        ids = tokenizer(piece.text, add_special_tokens=False).input_ids if piece.text else []
+        for token in ids:
+            if len(current.ids) == size:
+                if last_comma >= 0 and len(current.ids) - last_comma - 1 <= COMMA_BACKTRACK:
+                    # The chunk ends after its last comma; the words after it move on.
+                    cut = last_comma + 1
+                    rest = Chunk(current.ids[cut:], current.weights[cut:])
+                    current = Chunk(current.ids[:cut], current.weights[:cut])
+                    close()
+                    current = rest
+                else:
+                    close()
+            if token == comma:
+                last_comma = len(current.ids)
+            current.ids.append(token)
+            current.weights.append(piece.weight)
+    if current.ids or not chunks:
+        chunks.append(current)
+    if many or len(chunks) == 1:
+        return Tokenized(chunks)
+    dropped = sum(len(c.ids) for c in chunks[1:])
+    return Tokenized(chunks[:1], dropped=dropped, kept_text=tokenizer.decode(chunks[0].ids))
+
+
+def token_count(tokenizer: Any, pieces: Sequence[Piece]) -> tuple[int, int]:
+    """(tokens used, capacity of the chunks they fill): A1111's "31/75", "80/150"."""
+    tokenized = tokenize(tokenizer, pieces)
+    size, _ = chunk_size(tokenizer)
+    used = sum(len(c.ids) for c in tokenized.chunks) + tokenized.dropped
+    return used, size * max(1, len(tokenized.chunks))
+
+
+# -- counting while the user types ----------------------------------------------------------
+
+
+@dataclass
+class _Encoding:
+    input_ids: list[int]
+
+
+class TextTokenizer:
+    """A CLIP tokenizer read from a ``tokenizer.json`` with the ``tokenizers`` library only
+    (fast to load, no torch, no transformers), for counting tokens in the prompt box."""
+
+    def __init__(self, path: Path, model_max_length: int = STANDARD_LENGTH) -> None:
+        from tokenizers import Tokenizer
+
+        self._tokenizer = Tokenizer.from_file(str(path))
+        self.model_max_length = model_max_length
+
+    def __call__(self, text: str, add_special_tokens: bool = False) -> _Encoding:
+        ids = self._tokenizer.encode(text, add_special_tokens=add_special_tokens).ids
+        return _Encoding(list(ids))
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self._tokenizer.decode(list(ids))
+
+
+#: The CLIP ViT-L/14 vocabulary that SD1.5, SD2 and both SDXL encoders share.
+CLIP_TOKENIZER = paths.RESOURCES / "tokenizers" / "clip"
+
+
+def counting_tokenizer(model_folder: Path | None = None) -> TextTokenizer:
+    """The tokenizer to count a model's prompt with: its own ``tokenizer/tokenizer.json``
+    when it has one (the built-in model's 32-token window), else the shared CLIP one."""
+    folder = CLIP_TOKENIZER
+    if model_folder is not None and (model_folder / "tokenizer" / "tokenizer.json").is_file():
+        folder = model_folder / "tokenizer"
+    limit = STANDARD_LENGTH
+    config = folder / "tokenizer_config.json"
+    with contextlib.suppress(OSError, ValueError, TypeError):
+        limit = int(json.loads(config.read_text(encoding="utf-8"))["model_max_length"])
+    return TextTokenizer(folder / "tokenizer.json", limit if limit < 10_000 else STANDARD_LENGTH)
+
+
+@dataclass(frozen=True)
+class TokenCount:
+    """What the prompt box shows: "31/75", and whether the model will cut the prompt."""
+
+    used: int
+    capacity: int
+    cut: bool = False
+
+    @property
+    def text(self) -> str:
+        return f"{self.used}/{self.capacity}"
+
+
+def count_prompt(tokenizer: Any, text: str) -> TokenCount:
+    """Tokens of ``text`` as it will be encoded (tags removed, weights parsed; the longest
+    step when the prompt is edited during sampling)."""
+    from desktop.engine.prompt_syntax import parse_prompt
+
+    best = TokenCount(0, chunk_size(tokenizer)[0])
+    for _, pieces in parse_prompt(text, steps=20).schedule:
+        used, capacity = token_count(tokenizer, pieces)
+        _, many = chunk_size(tokenizer)
+        count = TokenCount(used, capacity, cut=not many and used > capacity)
+        if count.used > best.used:
+            best = count
+    return best
