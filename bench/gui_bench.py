@@ -41,7 +41,7 @@ def run(model: str, size: int, steps: int = 20, rounds: int = 3) -> dict:
     window.preview_shown.connect(lambda job_id, step: previews.append(time.perf_counter()))
     try:
         window.start_engine()
-        _wait(lambda: window.worker.engine is not None, QEventLoop, QTimer)
+        _wait(lambda: window.worker.backend is not None, QEventLoop, QTimer)
         gaps, first_preview = [], []
         clicked: list[float] = []
 
@@ -58,7 +58,7 @@ def run(model: str, size: int, steps: int = 20, rounds: int = 3) -> dict:
             if i:
                 gaps.append(gap)
                 first_preview.append(previews[0] - clicked[0])
-        loads = window.worker.engine.loads
+        loads = window.worker.backend.engine.loads
     finally:
         window.shutdown()
         window.deleteLater()
