@@ -121,6 +121,9 @@ class TextTokenizer:
         from tokenizers import Tokenizer
 
         self._tokenizer = Tokenizer.from_file(str(path))
+        # A saved tokenizer.json may carry padding/truncation settings; counting needs neither.
+        self._tokenizer.no_padding()
+        self._tokenizer.no_truncation()
         self.model_max_length = model_max_length
 
     def __call__(self, text: str, add_special_tokens: bool = False) -> _Encoding:

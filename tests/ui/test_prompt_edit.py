@@ -68,6 +68,10 @@ def test_built_in_model_count_says_when_the_prompt_is_cut(qtbot):
     tokenizer = counting_tokenizer(paths.BUILTIN_MODEL)
     panel.set_token_counter(lambda text: count_prompt(tokenizer, text))
     with qtbot.waitSignal(panel.prompt_edit.token_count_changed, timeout=5000):
+        panel.prompt_edit.setPlainText("a big (red:1.2) circle in the center, blue background")
+    # Every domain word is one token of the built-in vocabulary (and padding is not counted).
+    assert panel.prompt_count.text() == "10/30" and "reads only" not in panel.prompt_count.toolTip()
+    with qtbot.waitSignal(panel.prompt_edit.token_count_changed, timeout=5000):
         panel.prompt_edit.setPlainText(", ".join(["a big red circle"] * 10))
     assert panel.prompt_count.text().endswith("/30")
     assert "reads only 30 tokens" in panel.prompt_count.toolTip()
