@@ -172,8 +172,8 @@ def count_prompt(tokenizer: Any, text: str) -> TokenCount:
     best = TokenCount(0, chunk_size(tokenizer)[0])
     for _, pieces in parse_prompt(text, steps=20).schedule:
         used, capacity = token_count(tokenizer, pieces)
-        _, many = chunk_size(tokenizer)
-        count = TokenCount(used, capacity, cut=not many and used > capacity)
+        # A one-chunk model drops what does not fit, and everything after a BREAK.
+        count = TokenCount(used, capacity, cut=tokenize(tokenizer, pieces).dropped > 0)
         if count.used > best.used:
             best = count
     return best

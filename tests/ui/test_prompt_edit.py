@@ -72,6 +72,9 @@ def test_built_in_model_count_says_when_the_prompt_is_cut(qtbot):
     # Every domain word is one token of the built-in vocabulary (and padding is not counted).
     assert panel.prompt_count.text() == "10/30" and "reads only" not in panel.prompt_count.toolTip()
     with qtbot.waitSignal(panel.prompt_edit.token_count_changed, timeout=5000):
+        panel.prompt_edit.setPlainText("a red circle BREAK blue background")
+    assert panel.prompt_edit.last_count.cut  # one chunk only: the part after BREAK is dropped
+    with qtbot.waitSignal(panel.prompt_edit.token_count_changed, timeout=5000):
         panel.prompt_edit.setPlainText(", ".join(["a big red circle"] * 10))
     assert panel.prompt_count.text().endswith("/30")
     assert "reads only 30 tokens" in panel.prompt_count.toolTip()
