@@ -52,6 +52,7 @@ from desktop.engine.errors import ModelError, RequestError, SandstormError
 from desktop.engine.metadata import ImageMetadata, model_display_name, png_info, read_metadata
 from desktop.engine.models import ModelInfo
 from desktop.engine.request import REQUEST_VERSION, GenerationRequest, request_fields
+from desktop.engine.resources import Resources
 from desktop.engine.schema import FieldInfo
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
@@ -335,12 +336,14 @@ def save_png_with_metadata(
     model: ModelInfo | None = None,
     model_hash: str | None = None,
     overwrite: bool = True,
+    resources: Resources | None = None,
 ) -> Path:
     """Write ``image`` as a PNG with both metadata chunks, atomically.
 
     The PNG is written to a hidden temporary file next to ``path``, fsynced and renamed, so
     ``path`` is either the complete new image or untouched. ``model_hash`` defaults to the
-    cached hash of ``model`` (computed once per model file).
+    cached hash of ``model`` (computed once per model file); ``resources`` are the hashes
+    of the LoRAs and embeddings the image was made with (``GeneratedImage.resources``).
 
     Raises:
         SaveError: the folder is read-only, the disk is full, ... (no partial file remains).
@@ -349,7 +352,7 @@ def save_png_with_metadata(
     folder = target.parent
     if model_hash is None and model is not None:
         model_hash = safe_model_hash(model)
-    info = png_info(request, model.name if model else None, model_hash)
+    info = png_info(request, model.name if model else None, model_hash, resources)
     tmp = folder / f"{TEMP_PREFIX}{uuid.uuid4().hex}{TEMP_SUFFIX}"
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -502,10 +505,12 @@ class Gallery:
         request: GenerationRequest,
         model: ModelInfo | None = None,
         model_hash: str | None = None,
+        resources: Resources | None = None,
     ) -> GalleryItem:
         """Save one finished image with its metadata and index it.
 
-        ``request`` is the single-image request with a concrete seed.
+        ``request`` is the single-image request with a concrete seed; ``resources`` the
+        hashes of the LoRAs and embeddings it was made with.
 
         Raises:
             RequestError: the request's seed is still -1 (random).
@@ -532,7 +537,7 @@ class Gallery:
                     if not target.exists():
                         break
             try:
-                save_png_with_metadata(image, request, target, model, model_hash, overwrite=False)
+                save_png_with_metadata(image, request, target, model, model_hash, False, resources)
                 break
             except SaveError as exc:
                 # Another Sandstorm window took the same name a moment earlier: take the next.

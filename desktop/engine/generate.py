@@ -1,8 +1,9 @@
 """The engine: turn a ``GenerationRequest`` into images, with a preview at every step.
 
 Reads top to bottom like a diffusers pipeline call, because that is what it wraps:
-1. resolve the model, 2. load it (cached), 3. fix the seed, 4. build the sampler,
-5. prepare prompt and init image, 6. denoise with a per-step callback, 7. check the output.
+1. resolve the model, 2. load it (cached) and fix the seed, 3. fuse the LoRAs and read the
+embeddings, 4. build the sampler, 5. encode the prompts and prepare the init image,
+6. denoise with a per-step callback, 7. check the output.
 
 The engine owns at most one loaded model. A second request on the same model loads nothing;
 a request on another model releases the old one first, so memory returns.
@@ -33,17 +34,20 @@ from desktop.engine.devices import (  # noqa: E402
     dtype_name,
     torch_dtype,
 )
+from desktop.engine.embeddings import EmbeddingLibrary  # noqa: E402
 from desktop.engine.errors import (  # noqa: E402
     Cancelled,
     GenerationError,
     ModelError,
     RequestError,
 )
+from desktop.engine.lora import LoraState, LoraUse, lora_uses  # noqa: E402
 from desktop.engine.models import ModelInfo, find_model  # noqa: E402
 from desktop.engine.previews import Previewer, previewer_for  # noqa: E402
 from desktop.engine.progress import Progress, StepUpdate  # noqa: E402
 from desktop.engine.prompt_conditioning import Conditioning  # noqa: E402
 from desktop.engine.request import GenerationRequest  # noqa: E402
+from desktop.engine.resources import Resources, hash_resources, used_loras  # noqa: E402
 from desktop.engine.samplers import SAMPLERS, make_scheduler  # noqa: E402
 
 VAE_SUFFIXES = (".safetensors", ".pt", ".ckpt")
@@ -69,6 +73,8 @@ class GeneratedImage:
 
     image: Image.Image
     request: GenerationRequest
+    #: The hashes of the LoRA and embedding files it was made with (for the infotext).
+    resources: Resources | None = None
 
 
 @dataclass
@@ -185,6 +191,8 @@ class Engine:
         self._base_scheduler: dict[str, Any] = {}
         self._previewer: Previewer | None = None
         self._loaded_plan: ComputePlan = self.plan
+        self._loras: LoraState | None = None
+        self._embeddings = EmbeddingLibrary()
 
     # -- model cache -------------------------------------------------------------------
     @property
@@ -238,6 +246,7 @@ class Engine:
         self._loaded_key = key
         self._base_scheduler = dict(self._loaded.txt2img.scheduler.config)
         self._previewer = previewer_for(self._loaded.info, self.device)
+        self._loras = LoraState(loaded.txt2img, loaded.info.family, loaded.info.name)
         self.loads += 1
         return self._loaded
 
@@ -248,6 +257,7 @@ class Engine:
         self._loaded = None
         self._loaded_key = None
         self._previewer = None
+        self._loras = None
         gc.collect()
         if self.device == "cuda":
             torch.cuda.empty_cache()
@@ -262,12 +272,7 @@ class Engine:
             return candidate
         from desktop.engine.model_folders import folders_for
 
-        sources = self.extra_sources
-        if sources is None:
-            from desktop.engine.settings import load_settings
-
-            sources = load_settings().extra_model_folders
-        folders = folders_for("vae", sources)
+        folders = folders_for("vae", self.sources())
         for folder in folders:
             for entry in sorted(folder.glob("*")) if folder.is_dir() else []:
                 if vae in (entry.name, entry.stem) and (
@@ -279,6 +284,39 @@ class Engine:
             f"No VAE named {vae!r} was found in models/vae"
             + (f" (searched {searched})." if searched else ".")
         )
+
+    def sources(self) -> list[Any]:
+        """The user's extra model sources (from the settings file unless given)."""
+        if self.extra_sources is not None:
+            return list(self.extra_sources)
+        from desktop.engine.settings import load_settings
+
+        return list(load_settings().extra_model_folders)
+
+    @property
+    def lora_state(self) -> LoraState | None:
+        """The LoRAs fused into the loaded model (None when no model is loaded)."""
+        return self._loras
+
+    def _apply_loras(
+        self, request: GenerationRequest, warnings: list[str], progress: Progress
+    ) -> list[LoraUse]:
+        """Fuse exactly the request's LoRAs into the loaded model (none: the base model);
+        returns the LoRAs applied."""
+        state = self._loras
+        if state is None:
+            return []
+        wanted = used_loras(request)
+        if not wanted and not state.applied:
+            return []
+        uses = lora_uses(wanted, self.sources())
+        if uses:
+            names = ", ".join(use.name for use in uses)
+            progress.set_status(f"Applying LoRA {names}…")
+        for warning in state.apply(uses):
+            warnings.append(warning)
+            progress.warn(warning)
+        return uses
 
     # -- generation --------------------------------------------------------------------
     def generate(
@@ -300,22 +338,33 @@ class Engine:
         # 2. A concrete seed, recorded in the result.
         request = request.resolved()
         warnings: list[str] = []
+        # 3. LoRAs fused into the weights, and the embeddings the prompts trigger: a file
+        # that cannot be used stops the job here, before any sampling.
+        uses = self._apply_loras(request, warnings, progress)
+        embeddings = self._embeddings.for_prompts(
+            [request.prompt, request.negative_prompt or ""], self.sources()
+        )
+        embeddings.check_widths(_text_widths(loaded.txt2img), info.family)
+        resources = hash_resources(
+            [(use.name, use.path) for use in uses],
+            [(item.name, item.path) for item in embeddings.items.values()],
+        )
         pipe = loaded.img2img if request.is_img2img else loaded.txt2img
-        # 3. The sampler, built fresh from the model's training schedule.
+        # 4. The sampler, built fresh from the model's training schedule.
         pipe.scheduler = make_scheduler(request.sampler, request.schedule, self._base_scheduler)
         recorder = _X0Recorder(pipe.scheduler, SAMPLERS[request.sampler].x0_from_model_outputs)
-        # 4. The prompts (A1111 weights, any length, scheduled edits) and the init image.
+        # 5. The prompts (A1111 weights, any length, scheduled edits) and the init image.
         _set_vae_tiling(
             pipe.vae, request.width * request.height >= self._loaded_plan.tiled_vae_pixels
         )
         kwargs = self._pipeline_kwargs(request, loaded)
         with torch.inference_mode():
-            conditioning = Conditioning.build(pipe, request)
+            conditioning = Conditioning.build(pipe, request, embeddings)
         for warning in conditioning.warnings:
             warnings.append(warning)
             progress.warn(warning)
         kwargs.update(conditioning.pipeline_kwargs())
-        # 5. Denoise, previewing every step; the engine decodes the latents itself so the
+        # 6. Denoise, previewing every step; the engine decodes the latents itself so the
         # VAE can run in its own number format and be retried in fp32.
         progress.set_status("Generating…")
         callback = self._step_callback(progress, recorder, started, timings, conditioning)
@@ -337,9 +386,11 @@ class Engine:
                 f"{request.batch_size}. Try a smaller size or batch size"
                 + (", or a lower-memory mode in the settings." if self.device != "cpu" else ".")
             ) from exc
-        # 6. Refuse silently broken output.
+        # 7. Refuse silently broken output.
         images = _to_images(array)
-        results = [GeneratedImage(img, request.for_image(i)) for i, img in enumerate(images)]
+        results = [
+            GeneratedImage(img, request.for_image(i), resources) for i, img in enumerate(images)
+        ]
         timings.total_s = time.perf_counter() - started
         return GenerationResult(
             progress.job_id,
@@ -434,7 +485,7 @@ class Engine:
 
 
 #: The request's list parts this engine can run so far (each later feature adds its own).
-SUPPORTED_PARTS: frozenset[str] = frozenset()
+SUPPORTED_PARTS: frozenset[str] = frozenset({"LoRAs"})
 
 
 def check_supported(request: GenerationRequest) -> None:
@@ -447,6 +498,16 @@ def check_supported(request: GenerationRequest) -> None:
             "by this version of Sandstorm; remove "
             f"{'it' if len(missing) == 1 else 'them'} from the request to generate."
         )
+
+
+def _text_widths(pipe: Any) -> dict[str, int]:
+    """The hidden width of each text encoder (what an embedding's vectors must match)."""
+    widths = {}
+    for name in ("text_encoder", "text_encoder_2"):
+        encoder = getattr(pipe, name, None)
+        if encoder is not None:
+            widths[name] = int(encoder.get_input_embeddings().weight.shape[-1])
+    return widths
 
 
 def _apply_plan(loaded: Any, plan: ComputePlan) -> None:

@@ -74,7 +74,8 @@ def extract_lora_tags(prompt: str) -> tuple[str, tuple[LoraRef, ...], list[str]]
 
     text = _LORA_TAG.sub(take, prompt)
     if loras:
-        text = re.sub(r"[ \t]+", " ", text).strip().rstrip(",").rstrip()
+        text = re.sub(r"[ \t]+", " ", text)
+        text = re.sub(r",\s*(?=,)", "", text).strip().strip(",").strip()
     return text, tuple(loras), problems
 
 

@@ -14,9 +14,11 @@ from typing import Any
 
 import torch
 
+from desktop.engine.embeddings import EmbeddingSet
 from desktop.engine.prompt_encoding import PromptEmbeds, PromptEncoder
 from desktop.engine.prompt_syntax import ParsedPrompt, Piece, parse_prompt
 from desktop.engine.request import GenerationRequest
+from desktop.engine.resources import LORA_KINDS
 
 
 def steps_run(request: GenerationRequest) -> int:
@@ -50,15 +52,18 @@ class Conditioning:
     _current: int = 0
 
     @classmethod
-    def build(cls, pipe: Any, request: GenerationRequest) -> Conditioning:
-        """Parse and encode both prompts of ``request`` (clip skip from the request)."""
+    def build(
+        cls, pipe: Any, request: GenerationRequest, embeddings: EmbeddingSet | None = None
+    ) -> Conditioning:
+        """Parse and encode both prompts of ``request`` (clip skip from the request) with
+        the textual-inversion ``embeddings`` they trigger."""
         steps = steps_run(request)
         positive = parse_prompt(request.prompt, steps)
         negative = parse_prompt(request.negative_prompt or "", steps)
         warnings = list(positive.warnings) + [
             w.replace("The prompt", "The negative prompt", 1) for w in negative.warnings
         ]
-        encoder = PromptEncoder(pipe, request.clip_skip)
+        encoder = PromptEncoder(pipe, request.clip_skip, embeddings)
         cache: dict[tuple[Piece, ...], PromptEmbeds] = {}
 
         def encoded(pieces: tuple[Piece, ...], label: str) -> PromptEmbeds:
@@ -92,6 +97,8 @@ class Conditioning:
             segments.append((last, pos, neg))
         tags = positive.tags + negative.tags
         for tag in tags:
+            if tag.kind in LORA_KINDS:
+                continue  # applied to the model's weights by the engine
             warnings.append(
                 f"{tag.source} was ignored: {tag.kind} tags are not applied by this version "
                 "of Sandstorm yet."

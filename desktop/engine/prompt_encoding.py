@@ -17,18 +17,24 @@
   from the end through the final layer norm (SD1/SD2). SDXL always reads the penultimate
   layer or an earlier one.
 
+Textual-inversion embeddings (``desktop.engine.embeddings``) take the place of their
+trigger words: the tokenizer leaves placeholders and the token embeddings at those
+positions are swapped for the file's vectors while each chunk is encoded.
+
 Models whose text encoder is not 77 tokens long (the built-in model reads 32) get one chunk
 and a warning when the prompt is cut, as before.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from desktop.engine.embeddings import EmbeddingSet
 from desktop.engine.prompt_syntax import Piece
 from desktop.engine.prompt_tokens import STANDARD_LENGTH, Chunk, chunk_size, tokenize
 
@@ -60,6 +66,31 @@ def _hidden(encoder: Any, ids: torch.Tensor, clip_skip: int, sdxl: bool) -> tupl
     return _final_norm(encoder)(layer), pooled
 
 
+@contextlib.contextmanager
+def _vectors_at(
+    encoder: Any, chunk: Chunk, embeddings: EmbeddingSet | None, name: str
+) -> Iterator[None]:
+    """Swap the token embeddings at ``chunk``'s embedding slots for the embedding's vectors
+    while ``encoder`` runs (position 0 is BOS, so slot p sits at p + 1)."""
+    if not chunk.slots or embeddings is None:
+        yield
+        return
+    vectors = [(p + 1, embeddings.vector(trigger, i, name)) for p, trigger, i in chunk.slots]
+
+    def swap(_module: Any, _inputs: Any, output: torch.Tensor) -> torch.Tensor:
+        output = output.clone()
+        for position, vector in vectors:
+            if vector is not None:
+                output[0, position] = vector.to(output.device, output.dtype)
+        return output
+
+    handle = encoder.get_input_embeddings().register_forward_hook(swap)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
 def _encode_chunks(
     tokenizer: Any,
     encoder: Any,
@@ -67,13 +98,16 @@ def _encode_chunks(
     clip_skip: int,
     sdxl: bool,
     device: Any,
+    embeddings: EmbeddingSet | None = None,
+    name: str = "text_encoder",
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     size, _ = chunk_size(tokenizer)
     parts, pooled_first = [], None
     for index, chunk in enumerate(chunks):
         ids, weights = _ids(tokenizer, chunk, size)
         tensor = torch.tensor([ids], device=device)
-        hidden, pooled = _hidden(encoder, tensor, clip_skip, sdxl)
+        with _vectors_at(encoder, chunk, embeddings, name):
+            hidden, pooled = _hidden(encoder, tensor, clip_skip, sdxl)
         if index == 0:
             pooled_first = pooled
         if any(w != 1.0 for w in weights):
@@ -105,8 +139,12 @@ class Encoded:
 class PromptEncoder:
     """Encodes parsed prompts with a loaded pipeline's tokenizers and text encoders."""
 
-    def __init__(self, pipe: Any, clip_skip: int = 1) -> None:
+    def __init__(
+        self, pipe: Any, clip_skip: int = 1, embeddings: EmbeddingSet | None = None
+    ) -> None:
         self.pairs = [(pipe.tokenizer, pipe.text_encoder)]
+        self.embeddings = embeddings
+        self.triggers = embeddings.triggers() if embeddings is not None else {}
         tokenizer_2 = getattr(pipe, "tokenizer_2", None)
         encoder_2 = getattr(pipe, "text_encoder_2", None)
         self.sdxl = tokenizer_2 is not None and encoder_2 is not None
@@ -122,7 +160,7 @@ class PromptEncoder:
         warnings: list[str] = []
         parts, pooled = [], None
         for i, (tokenizer, encoder) in enumerate(self.pairs):
-            tokenized = tokenize(tokenizer, pieces)
+            tokenized = tokenize(tokenizer, pieces, self.triggers)
             if tokenized.dropped and i == 0:
                 limit, _ = chunk_size(tokenizer)
                 used = limit + tokenized.dropped
@@ -132,7 +170,14 @@ class PromptEncoder:
                 )
             body = tokenized.chunks + [Chunk([], []) for _ in range(chunks - len(tokenized.chunks))]
             hidden, pooled_i = _encode_chunks(
-                tokenizer, encoder, body, self.clip_skip, self.sdxl, self.device
+                tokenizer,
+                encoder,
+                body,
+                self.clip_skip,
+                self.sdxl,
+                self.device,
+                self.embeddings,
+                "text_encoder" if i == 0 else "text_encoder_2",
             )
             parts.append(hidden)
             if pooled_i is not None:

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,8 @@ class Chunk:
 
     ids: list[int]
     weights: list[float]
+    #: Embedding vectors that replace placeholder tokens: (position, trigger, vector index).
+    slots: list[tuple[int, str, int]] = field(default_factory=list)
 
 
 @dataclass
@@ -55,10 +58,55 @@ def chunk_size(tokenizer: Any) -> tuple[int, bool]:
     return limit - 2, limit == STANDARD_LENGTH
 
 
-def tokenize(tokenizer: Any, pieces: Sequence[Piece]) -> Tokenized:
-    """Split ``pieces`` into weighted chunks by the rules in the module docstring."""
+def _placeholder_id(tokenizer: Any) -> int:
+    """An ordinary token id to stand where an embedding's vectors go (never EOS: CLIP's
+    pooled output is read at the first EOS)."""
+    ids = tokenizer("*", add_special_tokens=False).input_ids
+    eos = getattr(tokenizer, "eos_token_id", None)
+    if len(ids) == 1 and ids[0] != eos:
+        return int(ids[0])
+    return int(getattr(tokenizer, "bos_token_id", 0) or 0)
+
+
+def _trigger_pattern(triggers: Mapping[str, int]) -> re.Pattern[str] | None:
+    if not triggers:
+        return None
+    names = "|".join(re.escape(name) for name in sorted(triggers, key=len, reverse=True))
+    return re.compile(
+        rf"(?<![\w])(?:embedding:)?({names})(?:\.(?:safetensors|pt|bin))?(?![\w])",
+        re.IGNORECASE,
+    )
+
+
+def _segments(text: str, pattern: re.Pattern[str] | None) -> list[tuple[str, bool]]:
+    """``text`` split into (text, False) and (embedding trigger, True) parts."""
+    if pattern is None:
+        return [(text, False)]
+    parts: list[tuple[str, bool]] = []
+    at = 0
+    for match in pattern.finditer(text):
+        if match.start() > at:
+            parts.append((text[at : match.start()], False))
+        parts.append((match.group(1).lower(), True))
+        at = match.end()
+    if at < len(text):
+        parts.append((text[at:], False))
+    return parts
+
+
+def tokenize(
+    tokenizer: Any, pieces: Sequence[Piece], triggers: Mapping[str, int] | None = None
+) -> Tokenized:
+    """Split ``pieces`` into weighted chunks by the rules in the module docstring.
+
+    ``triggers``: embedding trigger words (lower case) and how many vectors each stands
+    for; each occurrence becomes that many placeholder tokens, recorded in ``Chunk.slots``
+    and kept together in one chunk.
+    """
     size, many = chunk_size(tokenizer)
     comma = _comma_id(tokenizer)
+    pattern = _trigger_pattern(triggers or {})
+    placeholder = _placeholder_id(tokenizer) if pattern is not None else 0
     chunks: list[Chunk] = []
     current = Chunk([], [])
     last_comma = -1
@@ -69,18 +117,17 @@ def tokenize(tokenizer: Any, pieces: Sequence[Piece]) -> Tokenized:
         current = Chunk([], [])
         last_comma = -1
 
-    for piece in pieces:
-        if piece.brk:
-            close()
-            continue
-        ids = tokenizer(piece.text, add_special_tokens=False).input_ids if piece.text else []
+    def add_tokens(ids: list[int], weight: float) -> None:
+        nonlocal current, last_comma
         for token in ids:
             if len(current.ids) == size:
                 if last_comma >= 0 and len(current.ids) - last_comma - 1 <= COMMA_BACKTRACK:
                     # The chunk ends after its last comma; the words after it move on.
                     cut = last_comma + 1
-                    rest = Chunk(current.ids[cut:], current.weights[cut:])
-                    current = Chunk(current.ids[:cut], current.weights[:cut])
+                    moved = [(p - cut, n, i) for p, n, i in current.slots if p >= cut]
+                    kept = [slot for slot in current.slots if slot[0] < cut]
+                    rest = Chunk(current.ids[cut:], current.weights[cut:], moved)
+                    current = Chunk(current.ids[:cut], current.weights[:cut], kept)
                     close()
                     current = rest
                 else:
@@ -88,7 +135,28 @@ def tokenize(tokenizer: Any, pieces: Sequence[Piece]) -> Tokenized:
             if token == comma:
                 last_comma = len(current.ids)
             current.ids.append(token)
-            current.weights.append(piece.weight)
+            current.weights.append(weight)
+
+    def add_embedding(name: str, weight: float) -> None:
+        count = (triggers or {})[name]
+        if len(current.ids) + count > size and current.ids and count <= size:
+            close()
+        for index in range(count):
+            if len(current.ids) == size:
+                close()
+            current.slots.append((len(current.ids), name, index))
+            current.ids.append(placeholder)
+            current.weights.append(weight)
+
+    for piece in pieces:
+        if piece.brk:
+            close()
+            continue
+        for text, is_embedding in _segments(piece.text, pattern) if piece.text else []:
+            if is_embedding:
+                add_embedding(text, piece.weight)
+            else:
+                add_tokens(tokenizer(text, add_special_tokens=False).input_ids, piece.weight)
     if current.ids or not chunks:
         chunks.append(current)
     if many or len(chunks) == 1:

@@ -113,18 +113,6 @@ class GenerationRequest:
         cli="--cfg",
         model_default=True,
     )
-    clip_skip: int = setting(
-        1,
-        label="Clip skip",
-        help="Read the text encoder this many layers from the end (1 = the last layer, "
-        "AUTOMATIC1111's numbering; 2 suits many anime models)",
-        infotext="Clip skip",
-        infotext_default=1,
-        minimum=1,
-        maximum=MAX_CLIP_SKIP,
-        panel="sampler",
-        index=True,
-    )
     seed: int = setting(
         -1,
         label="Seed",
@@ -185,6 +173,19 @@ class GenerationRequest:
         step=0.05,
         panel="img2img",
         relevant=_is_img2img,
+    )
+    # After "Denoising strength", where AUTOMATIC1111 writes it in the infotext.
+    clip_skip: int = setting(
+        1,
+        label="Clip skip",
+        help="Read the text encoder this many layers from the end (1 = the last layer, "
+        "AUTOMATIC1111's numbering; 2 suits many anime models)",
+        infotext="Clip skip",
+        infotext_default=1,
+        minimum=1,
+        maximum=MAX_CLIP_SKIP,
+        panel="sampler",
+        index=True,
     )
     batch_size: int = setting(
         1,

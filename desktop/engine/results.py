@@ -26,7 +26,10 @@ def save_results(images: list[Any], model: Any, root: Path | None = None) -> lis
         root = load_settings().output_path
     try:
         with Gallery(root=root) as gallery:
-            return [gallery.save(item.image, item.request, model) for item in images]
+            return [
+                gallery.save(item.image, item.request, model, None, item.resources)
+                for item in images
+            ]
     except SandstormError:
         raise
     except OSError as exc:

@@ -57,6 +57,7 @@ from desktop.ui.gallery_panel import GalleryPanel
 from desktop.ui.icons import icon
 from desktop.ui.img2img_panel import Img2ImgPanel
 from desktop.ui.jobs import Job, JobQueue
+from desktop.ui.lora_panel import LoraPanel
 from desktop.ui.message_bar import MessageBar
 from desktop.ui.prompt_panel import PromptPanel
 from desktop.ui.queue_view import QueueView
@@ -191,6 +192,16 @@ class MainWindow(QMainWindow):
         self.gallery_dock = self.add_dock(
             self.gallery_panel, "Gallery", Qt.DockWidgetArea.BottomDockWidgetArea, "GalleryDock"
         )
+        # The LoRA library shares the gallery's thumbnail loader (the gallery shuts it down)
+        # and sits behind the img2img panel, which stays the tab shown at first.
+        self.lora_panel = LoraPanel(
+            self.settings.extra_model_folders,
+            prompt_edit=self.prompt_panel.prompt_edit,
+            loader=self.gallery_panel.loader,
+        )
+        self.lora_dock = self.add_dock(self.lora_panel, "LoRAs", right, "LoraDock")
+        self.tabifyDockWidget(self.img2img_dock, self.lora_dock)
+        self.img2img_dock.raise_()
         self.resizeDocks(
             [self.prompt_dock, self.img2img_dock], [360, 300], Qt.Orientation.Horizontal
         )
@@ -375,6 +386,11 @@ class MainWindow(QMainWindow):
         values = request.values()
         if not keep_seed:
             values["seed"] = -1
+        # The window keeps LoRAs as tags in the prompt, where the user edits them.
+        loras = values.pop("loras", ())
+        if loras:
+            tags = " ".join(lora.tag() for lora in loras)
+            values["prompt"] = " ".join(p for p in (values.get("prompt", ""), tags) if p)
         model = values.pop("model", "")
         if model:
             match = match_model(self.models, model)
@@ -456,6 +472,7 @@ class MainWindow(QMainWindow):
             self.worker.set_compute(*compute)
         if new.extra_model_folders != old.extra_model_folders:
             self.refresh_models()
+            self.lora_panel.set_extra_sources(new.extra_model_folders)
         self.store_settings()
 
     # -- models ----------------------------------------------------------------------------

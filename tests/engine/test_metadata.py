@@ -330,10 +330,8 @@ def test_a1111_with_negative_and_extras() -> None:
     assert request.hires == HiresSpec(scale=2.0, upscaler="Latent", denoise=0.45)
     assert request.strength == GenerationRequest(prompt="").strength
     assert (meta.model_name, meta.model_hash) == ("v1-5-pruned-emaonly", "6ce0161689")
-    assert meta.extras == {
-        "Lora hashes": "add_detail: 7c6bad76eb54",
-        "Version": "v1.6.0",
-    }
+    assert meta.extras == {"Version": "v1.6.0"}
+    assert meta.resources.loras == (("add_detail", "7c6bad76eb54"),)
 
 
 def test_a1111_without_negative_new_style_schedule() -> None:

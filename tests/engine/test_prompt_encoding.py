@@ -190,13 +190,15 @@ def test_built_in_model_still_says_when_a_prompt_is_cut(engine_fp32):
     assert any("the model reads only 30" in w for w in result.warnings), result.warnings
 
 
-def test_lora_tags_are_taken_out_and_reported_not_applied(sd_pipe):
-    request = GenerationRequest(prompt="a red circle <lora:detail:0.8>")
+def test_network_tags_are_taken_out_of_the_text_and_only_unknown_kinds_warn(sd_pipe):
+    request = GenerationRequest(prompt="a red circle <lora:detail:0.8> <hypernet:x:1>")
     with torch.no_grad():
         tagged = Conditioning.build(sd_pipe, request)
-        plain = Conditioning.build(sd_pipe, GenerationRequest(prompt="a red circle "))
+        plain = Conditioning.build(sd_pipe, GenerationRequest(prompt="a red circle  "))
+    # LoRA tags go to the engine, which fuses the LoRA; other kinds are not applied.
     assert tagged.warnings == [
-        "<lora:detail:0.8> was ignored: lora tags are not applied by this version of Sandstorm yet."
+        "<hypernet:x:1> was ignored: hypernet tags are not applied by this version of "
+        "Sandstorm yet."
     ]
     assert torch.equal(
         tagged.pipeline_kwargs()["prompt_embeds"], plain.pipeline_kwargs()["prompt_embeds"]

@@ -17,6 +17,7 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from desktop.engine.ldm_names import UnetLayout, unet_ldm_key
 from desktop.engine.paths import MODEL_CONFIGS
 
 if TYPE_CHECKING:
@@ -26,24 +27,6 @@ UNET_PREFIX = "model.diffusion_model."
 VAE_PREFIX = "first_stage_model."
 CLIP_PREFIX = "cond_stage_model.transformer."
 
-# diffusers ResnetBlock2D module names -> LDM ResBlock names (UNet only; the VAE keeps them).
-_UNET_RESNET = {
-    "norm1": "in_layers.0",
-    "conv1": "in_layers.2",
-    "time_emb_proj": "emb_layers.1",
-    "norm2": "out_layers.0",
-    "conv2": "out_layers.3",
-    "conv_shortcut": "skip_connection",
-}
-_UNET_TOP = {
-    "time_embedding.linear_1.": "time_embed.0.",
-    "time_embedding.linear_2.": "time_embed.2.",
-    "conv_in.": "input_blocks.0.0.",
-    "conv_norm_out.": "out.0.",
-    "conv_out.": "out.2.",
-    "add_embedding.linear_1.": "label_emb.0.0.",
-    "add_embedding.linear_2.": "label_emb.0.2.",
-}
 _VAE_ATTENTION = {
     "group_norm": "norm",
     "to_q": "q",
@@ -53,60 +36,16 @@ _VAE_ATTENTION = {
 }
 
 
-def _resnet_key(rest: str) -> str:
-    module, _, leaf = rest.partition(".")
-    return f"{_UNET_RESNET[module]}.{leaf}"
-
-
 def unet_to_ldm(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Map a diffusers ``UNet2DConditionModel`` state dict to LDM keys (without prefix)."""
-    layers = 1 + max(
-        int(m.group(1))
-        for k in state
-        if (m := re.match(r"down_blocks\.0\.resnets\.(\d+)\.", k)) is not None
-    )
-    up_with_attention = {
-        int(m.group(1)) for k in state if (m := re.match(r"up_blocks\.(\d+)\.attentions\.", k))
-    }
+    layout = UnetLayout(state)
     out: dict[str, torch.Tensor] = {}
     for key, value in state.items():
-        new = _unet_key(key, layers, up_with_attention)
+        new = unet_ldm_key(key, layout)
         if new in out:
             raise AssertionError(f"two diffusers keys map to {new}")
         out[new] = value
     return out
-
-
-def _unet_key(key: str, layers: int, up_with_attention: set[int]) -> str:
-    for old, new in _UNET_TOP.items():
-        if key.startswith(old):
-            return new + key[len(old) :]
-    if m := re.match(r"down_blocks\.(\d+)\.(resnets|attentions)\.(\d+)\.(.+)", key):
-        block, kind, layer, rest = int(m[1]), m[2], int(m[3]), m[4]
-        index = 1 + block * (layers + 1) + layer
-        if kind == "resnets":
-            return f"input_blocks.{index}.0.{_resnet_key(rest)}"
-        return f"input_blocks.{index}.1.{rest}"
-    if m := re.match(r"down_blocks\.(\d+)\.downsamplers\.0\.conv\.(.+)", key):
-        index = 1 + int(m[1]) * (layers + 1) + layers
-        return f"input_blocks.{index}.0.op.{m[2]}"
-    if m := re.match(r"mid_block\.(resnets|attentions)\.(\d+)\.(.+)", key):
-        kind, layer, rest = m[1], int(m[2]), m[3]
-        if kind == "resnets":
-            return f"middle_block.{2 * layer}.{_resnet_key(rest)}"
-        return f"middle_block.1.{rest}"
-    if m := re.match(r"up_blocks\.(\d+)\.(resnets|attentions)\.(\d+)\.(.+)", key):
-        block, kind, layer, rest = int(m[1]), m[2], int(m[3]), m[4]
-        index = block * (layers + 1) + layer
-        if kind == "resnets":
-            return f"output_blocks.{index}.0.{_resnet_key(rest)}"
-        return f"output_blocks.{index}.1.{rest}"
-    if m := re.match(r"up_blocks\.(\d+)\.upsamplers\.0\.conv\.(.+)", key):
-        block = int(m[1])
-        index = block * (layers + 1) + layers
-        slot = 2 if block in up_with_attention else 1
-        return f"output_blocks.{index}.{slot}.conv.{m[2]}"
-    raise KeyError(f"no LDM name for UNet key {key}")
 
 
 def vae_to_ldm(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

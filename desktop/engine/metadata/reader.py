@@ -18,7 +18,7 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
-from desktop.engine.metadata.a1111 import request_from_parameters
+from desktop.engine.metadata.a1111 import parse_parameters, request_from_parameters
 from desktop.engine.metadata.chunks import (
     KNOWN_KEYS,
     PARAMETERS_KEY,
@@ -31,6 +31,7 @@ from desktop.engine.metadata.fooocus import request_from_fooocus
 from desktop.engine.metadata.invokeai import request_from_invoke
 from desktop.engine.metadata.sandstorm import read_sandstorm
 from desktop.engine.request import GenerationRequest
+from desktop.engine.resources import Resources, parse_hash_list
 
 SOURCES = ("sandstorm", "a1111", "comfyui", "invokeai", "none")
 
@@ -48,6 +49,8 @@ class ImageMetadata:
             the original value is kept here under the source's key).
         raw: the raw text chunks, by key.
         error: why nothing could be read (unreadable file), else "".
+        resources: the LoRAs and embeddings the infotext names with their hashes
+            (``Lora hashes``, ``TI hashes``).
     """
 
     source: str = "none"
@@ -57,10 +60,33 @@ class ImageMetadata:
     extras: dict[str, Any] = field(default_factory=dict)
     raw: dict[str, str] = field(default_factory=dict)
     error: str = ""
+    resources: Resources = field(default_factory=Resources)
 
 
 def metadata_from_chunks(raw: dict[str, str]) -> ImageMetadata:
     """Interpret collected chunks; the most precise source wins. Never raises."""
+    meta = _interpret(raw)
+    try:
+        meta.resources = _resources(raw.get(PARAMETERS_KEY), meta.extras)
+    except Exception as exc:  # foreign data must never crash the caller
+        meta.extras.setdefault("problems", []).append(f"resource hashes: {exc}")
+    return meta
+
+
+def _resources(text: str | None, extras: dict[str, Any]) -> Resources:
+    """``Lora hashes`` and ``TI hashes`` of an infotext (taken out of ``extras``)."""
+    params = {}
+    if text and text.strip() and not text.strip().startswith("{"):
+        parsed = parse_parameters(text)
+        params = parsed[2] if parsed is not None else {}
+    loras = params.get("Lora hashes", "")
+    embeddings = params.get("TI hashes", "")
+    for key in ("Lora hashes", "TI hashes"):
+        extras.pop(key, None)
+    return Resources(tuple(parse_hash_list(loras)), tuple(parse_hash_list(embeddings)))
+
+
+def _interpret(raw: dict[str, str]) -> ImageMetadata:
     problems: list[str] = []
     if SANDSTORM_KEY in raw:
         try:

@@ -33,6 +33,7 @@ from desktop.engine.parts import (
     references_infotext,
 )
 from desktop.engine.request import GenerationRequest, request_fields
+from desktop.engine.resources import Resources
 from desktop.engine.schema import format_value
 
 #: Infotext keys shared by several settings, written once as one composed value.
@@ -107,10 +108,16 @@ def _setting_pairs(
 
 
 def format_parameters(
-    request: GenerationRequest, model_name: str | None = None, model_hash: str | None = None
+    request: GenerationRequest,
+    model_name: str | None = None,
+    model_hash: str | None = None,
+    resources: Resources | None = None,
 ) -> str:
-    """The ``parameters`` infotext for a single-image request, in AUTOMATIC1111's layout."""
+    """The ``parameters`` infotext for a single-image request, in AUTOMATIC1111's layout;
+    ``resources``: the hashes of its LoRAs and embeddings (``Lora hashes``, ``TI hashes``)."""
     pairs = _setting_pairs(request, model_name, model_hash)
+    if resources is not None:
+        pairs += resources.infotext_items()
     pairs += controls_infotext(request.controls)
     pairs += references_infotext(request.references)
     pairs += mask_infotext(request.mask)
@@ -138,11 +145,15 @@ def sandstorm_chunk(
 
 
 def png_info(
-    request: GenerationRequest, model_name: str | None = None, model_hash: str | None = None
+    request: GenerationRequest,
+    model_name: str | None = None,
+    model_hash: str | None = None,
+    resources: Resources | None = None,
 ) -> PngImagePlugin.PngInfo:
     """A ``PngInfo`` with both chunks, ready for ``image.save(..., pnginfo=...)``."""
     info = PngImagePlugin.PngInfo()
     # add_text switches to an iTXt (UTF-8) chunk by itself when the text is not Latin-1.
-    info.add_text(PARAMETERS_KEY, format_parameters(request, model_name, model_hash))
+    parameters = format_parameters(request, model_name, model_hash, resources)
+    info.add_text(PARAMETERS_KEY, parameters)
     info.add_text(SANDSTORM_KEY, sandstorm_chunk(request, model_name, model_hash))
     return info
