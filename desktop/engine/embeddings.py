@@ -186,3 +186,20 @@ class EmbeddingLibrary:
                 self._cache.clear()
             self._cache[key] = read_embedding(path, name)
         return self._cache[key]
+
+
+def installed_triggers(extra_sources: Sequence[Any] = ()) -> dict[str, int]:
+    """Trigger word (lower case) → vector count of every installed embedding that can be
+    read: what the prompt box's token counter needs to count an embedding as A1111 does."""
+    from desktop.engine.extra_networks import list_embeddings
+
+    library = EmbeddingLibrary()
+    triggers: dict[str, int] = {}
+    for item in list_embeddings(extra_sources):
+        if item.problem:
+            continue
+        try:
+            triggers[item.name.lower()] = library._read(Path(item.path), item.name).count
+        except (ModelError, OSError):
+            continue  # a job using it says why; counting must not fail on it
+    return triggers

@@ -163,7 +163,9 @@ class PromptEncoder:
             tokenized = tokenize(tokenizer, pieces, self.triggers)
             if tokenized.dropped and i == 0:
                 limit, _ = chunk_size(tokenizer)
-                used = limit + tokenized.dropped
+                # As the prompt box counts it (what fitted may end short of the limit: an
+                # embedding's vectors are never split).
+                used = sum(len(c.ids) for c in tokenized.chunks) + tokenized.dropped
                 warnings.append(
                     f"The prompt is {used} tokens long; the model reads only {limit}, so "
                     f"everything after “…{tokenized.kept_text[-40:]}” was ignored."

@@ -165,9 +165,12 @@ def tokenize(
     return Tokenized(chunks[:1], dropped=dropped, kept_text=tokenizer.decode(chunks[0].ids))
 
 
-def token_count(tokenizer: Any, pieces: Sequence[Piece]) -> tuple[int, int]:
-    """(tokens used, capacity of the chunks they fill): A1111's "31/75", "80/150"."""
-    tokenized = tokenize(tokenizer, pieces)
+def token_count(
+    tokenizer: Any, pieces: Sequence[Piece], triggers: Mapping[str, int] | None = None
+) -> tuple[int, int]:
+    """(tokens used, capacity of the chunks they fill): A1111's "31/75", "80/150"; an
+    embedding in ``triggers`` counts as its vectors."""
+    tokenized = tokenize(tokenizer, pieces, triggers)
     size, _ = chunk_size(tokenizer)
     used = sum(len(c.ids) for c in tokenized.chunks) + tokenized.dropped
     return used, size * max(1, len(tokenized.chunks))
@@ -232,16 +235,20 @@ class TokenCount:
         return f"{self.used}/{self.capacity}"
 
 
-def count_prompt(tokenizer: Any, text: str) -> TokenCount:
-    """Tokens of ``text`` as it will be encoded (tags removed, weights parsed; the longest
-    step when the prompt is edited during sampling)."""
+def count_prompt(
+    tokenizer: Any, text: str, triggers: Mapping[str, int] | None = None
+) -> TokenCount:
+    """Tokens of ``text`` as it will be encoded (tags removed, weights parsed, embeddings in
+    ``triggers`` as their vectors; the longest step when the prompt is edited during
+    sampling)."""
     from desktop.engine.prompt_syntax import parse_prompt
 
     best = TokenCount(0, chunk_size(tokenizer)[0])
     for _, pieces in parse_prompt(text, steps=20).schedule:
-        used, capacity = token_count(tokenizer, pieces)
+        used, capacity = token_count(tokenizer, pieces, triggers)
         # A one-chunk model drops what does not fit, and everything after a BREAK.
-        count = TokenCount(used, capacity, cut=tokenize(tokenizer, pieces).dropped > 0)
+        cut = tokenize(tokenizer, pieces, triggers).dropped > 0
+        count = TokenCount(used, capacity, cut=cut)
         if count.used > best.used:
             best = count
     return best

@@ -478,8 +478,12 @@ class MainWindow(QMainWindow):
     # -- models ----------------------------------------------------------------------------
     def refresh_models(self, select: str = "") -> None:
         """Rescan the model folders (cheap: headers only) and refill the picker."""
+        self._token_counters.clear()  # embeddings may have come or gone
         self.models = scan(checkpoint_search_folders(self.settings.extra_model_folders))
         self.prompt_panel.set_models(self.models, select)
+        current = self.prompt_panel.current_model()
+        if current is not None and current.usable:
+            self._load_token_counter(current)
         usable = sum(m.usable for m in self.models)
         if not usable:
             self.show_message(
@@ -512,24 +516,30 @@ class MainWindow(QMainWindow):
         self._family = info.family
 
     def _load_token_counter(self, info: ModelInfo) -> None:
-        """Give the prompt boxes the model's tokenizer, read off the GUI thread once."""
+        """Give the prompt boxes the model's tokenizer and the installed embeddings' vector
+        counts, read off the GUI thread once (again after Refresh)."""
+        from desktop.engine.embeddings import installed_triggers
         from desktop.engine.prompt_tokens import count_prompt, counting_tokenizer
 
         folder = info.path if info.path.is_dir() else None
         if folder in self._token_counters:
             self.prompt_panel.set_token_counter(self._token_counters[folder])
             return
+        sources = list(self.settings.extra_model_folders)
 
-        def ready(tokenizer: Any) -> None:
-            counter = functools.partial(count_prompt, tokenizer)
+        def read() -> tuple[Any, dict[str, int]]:
+            return counting_tokenizer(folder), installed_triggers(sources)
+
+        def ready(loaded: tuple[Any, dict[str, int]]) -> None:
+            tokenizer, triggers = loaded
+            counter = functools.partial(count_prompt, tokenizer, triggers=triggers)
             self._token_counters[folder] = counter
             current = self.prompt_panel.current_model()
             if current is not None and (current.path if current.path.is_dir() else None) == folder:
                 self.prompt_panel.set_token_counter(counter)
 
         self.tasks.submit(
-            counting_tokenizer,
-            folder,
+            read,
             on_result=ready,
             on_error=lambda exc: self.prompt_panel.set_token_counter(None),
             name="tokenizer",

@@ -135,3 +135,17 @@ def test_a_missing_comfy_embedding_or_one_for_another_model_stops_the_job(engine
     nf.save({"emb_params": torch.randn(1, 768)}, _embeddings_dir() / "sd15neg.safetensors")
     with pytest.raises(ModelError, match=r"sd15neg.safetensors is made for SD 1.x"):
         _pixels(engine, tiny_sd, "a cat", "sd15neg")
+
+
+def test_the_token_count_counts_an_installed_embedding_as_its_vectors():
+    from desktop.engine.embeddings import installed_triggers
+    from desktop.engine.prompt_tokens import count_prompt, counting_tokenizer
+
+    nf.save({"emb_params": torch.randn(5, 32)}, _embeddings_dir() / "easyneg.safetensors")
+    (_embeddings_dir() / "broken.pt").write_bytes(b"not an embedding")
+    triggers = installed_triggers([])
+    assert triggers == {"easyneg": 5}
+    tokenizer = counting_tokenizer(None)
+    assert count_prompt(tokenizer, "a cat, easyneg", triggers).used == 2 + 1 + 5
+    assert count_prompt(tokenizer, "a cat, embedding:easyneg", triggers).used == 2 + 1 + 5
+    assert count_prompt(tokenizer, "a cat, easyneg").used != 8  # the word's own tokens

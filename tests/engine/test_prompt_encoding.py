@@ -188,6 +188,11 @@ def test_built_in_model_still_says_when_a_prompt_is_cut(engine_fp32):
     )
     result = engine_fp32.generate(request)
     assert any("the model reads only 30" in w for w in result.warnings), result.warnings
+    # The warning's length is the prompt box's count.
+    from desktop.engine.prompt_tokens import count_prompt, counting_tokenizer
+
+    used = count_prompt(counting_tokenizer(paths.BUILTIN_MODEL), prompt).used
+    assert any(f"The prompt is {used} tokens long" in w for w in result.warnings)
 
 
 def test_network_tags_are_taken_out_of_the_text_and_only_unknown_kinds_warn(sd_pipe):
