@@ -14,15 +14,17 @@ code; a file that needs more is refused.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from desktop.engine.errors import ModelError
+
+if TYPE_CHECKING:
+    import torch
 
 SUFFIXES = (".safetensors", ".pt", ".bin")
 _COMFY_TRIGGER = re.compile(r"\bembedding:([^\s,()\[\]:|<>]+)", re.IGNORECASE)
@@ -42,6 +44,8 @@ class Embedding:
 
 
 def _tensors(path: Path) -> dict[str, Any]:
+    import torch
+
     try:
         if path.suffix.lower() == ".safetensors":
             from safetensors.torch import load_file
@@ -64,6 +68,8 @@ def _tensors(path: Path) -> dict[str, Any]:
 
 
 def _as_matrix(value: Any, path: Path) -> torch.Tensor:
+    import torch
+
     if not isinstance(value, torch.Tensor) or value.ndim not in (1, 2) or value.numel() == 0:
         raise ModelError(f"The embedding file {path.name} is not in a known format.")
     return value.detach().to(torch.float32).reshape(-1, value.shape[-1])
@@ -71,6 +77,8 @@ def _as_matrix(value: Any, path: Path) -> torch.Tensor:
 
 def read_embedding(path: Path, name: str) -> Embedding:
     """Read an embedding file; ``ModelError`` with a clear message when it is unusable."""
+    import torch
+
     data = _tensors(path)
     if "clip_l" in data or "clip_g" in data:
         vectors = {}
@@ -199,7 +207,47 @@ def installed_triggers(extra_sources: Sequence[Any] = ()) -> dict[str, int]:
         if item.problem:
             continue
         try:
-            triggers[item.name.lower()] = library._read(Path(item.path), item.name).count
+            path = Path(item.path)
+            count = _safetensors_count(path)
+            if count is None:
+                count = library._read(path, item.name).count
+            triggers[item.name.lower()] = count
         except (ModelError, OSError):
             continue  # a job using it says why; counting must not fail on it
     return triggers
+
+
+def _safetensors_count(path: Path) -> int | None:
+    """An embedding's vector count read from a ``.safetensors`` header alone (no torch, so
+    the window can count tokens before any model library is imported); None when the
+    header does not say (the file is then read in full)."""
+    if path.suffix.lower() != ".safetensors":
+        return None
+    try:
+        with path.open("rb") as handle:
+            size = int.from_bytes(handle.read(8), "little")
+            if not 0 < size <= 16 * 1024 * 1024:
+                return None
+            header = json.loads(handle.read(size))
+    except (OSError, ValueError):
+        return None
+    shapes = {
+        key: value.get("shape")
+        for key, value in header.items()
+        if key != "__metadata__" and isinstance(value, dict)
+    }
+    for key in ("clip_l", "clip_g", "emb_params"):
+        if key in shapes:
+            break
+    else:
+        if len(shapes) != 1:
+            return None
+        key = next(iter(shapes))
+    shape = shapes[key]
+    if (
+        not isinstance(shape, list)
+        or len(shape) not in (1, 2)
+        or not all(isinstance(n, int) and n > 0 for n in shape)
+    ):
+        return None
+    return 1 if len(shape) == 1 else shape[0]

@@ -518,7 +518,6 @@ class MainWindow(QMainWindow):
     def _load_token_counter(self, info: ModelInfo) -> None:
         """Give the prompt boxes the model's tokenizer and the installed embeddings' vector
         counts, read off the GUI thread once (again after Refresh)."""
-        from desktop.engine.embeddings import installed_triggers
         from desktop.engine.prompt_tokens import count_prompt, counting_tokenizer
 
         folder = info.path if info.path.is_dir() else None
@@ -528,6 +527,8 @@ class MainWindow(QMainWindow):
         sources = list(self.settings.extra_model_folders)
 
         def read() -> tuple[Any, dict[str, int]]:
+            from desktop.engine.embeddings import installed_triggers
+
             return counting_tokenizer(folder), installed_triggers(sources)
 
         def ready(loaded: tuple[Any, dict[str, int]]) -> None:

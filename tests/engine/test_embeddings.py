@@ -149,3 +149,20 @@ def test_the_token_count_counts_an_installed_embedding_as_its_vectors():
     assert count_prompt(tokenizer, "a cat, easyneg", triggers).used == 2 + 1 + 5
     assert count_prompt(tokenizer, "a cat, embedding:easyneg", triggers).used == 2 + 1 + 5
     assert count_prompt(tokenizer, "a cat, easyneg").used != 8  # the word's own tokens
+
+
+def test_the_vector_count_from_a_safetensors_header_matches_the_file(tmp_path: Path):
+    from desktop.engine.embeddings import _safetensors_count
+
+    cases = {
+        "a1111.safetensors": {"emb_params": torch.randn(4, 32)},
+        "xl.safetensors": {"clip_l": torch.randn(3, 32), "clip_g": torch.randn(3, 64)},
+        "one.safetensors": {"<cat>": torch.randn(32)},
+    }
+    for name, tensors in cases.items():
+        path = nf.save(tensors, tmp_path / name)
+        assert _safetensors_count(path) == read_embedding(path, "x").count
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(b"\xff" * 12)
+    assert _safetensors_count(broken) is None
+    assert _safetensors_count(tmp_path / "missing.safetensors") is None
