@@ -47,6 +47,33 @@ def add_parser(sub: Any) -> None:
             required=info.name == "prompt",
             help=help_text,
         )
+    inpaint = p.add_argument_group("inpainting", "repaint part of --init-image")
+    for info in mask_fields():
+        flag = info.spec.cli_flag(info.name)
+        assert flag is not None
+        text = info.spec.help or info.label
+        if info.kind == "bool":
+            inpaint.add_argument(
+                flag,
+                dest=f"mask_{info.name}",
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=f"{text}; default: {'on' if info.default else 'off'}",
+            )
+            continue
+        allowed = info.spec.allowed()
+        if allowed is not None:
+            text += f" ({', '.join(allowed)})"
+        if info.default not in (None, ""):
+            text += f"; default: {info.default}"
+        inpaint.add_argument(
+            flag,
+            dest=f"mask_{info.name}",
+            metavar="FILE" if info.name == "image" else info.kind.upper(),
+            type=_parser_for(info),
+            default=None,
+            help=text,
+        )
     p.add_argument("--out", type=Path, default=None, help="output folder (default: gallery)")
     p.add_argument("--device", default="auto", type=_device, help=DEVICE_CHOICES_HELP)
     compute = p.add_argument_group(
@@ -86,6 +113,36 @@ def cli_fields() -> list[FieldInfo]:
         for info in request_fields()
         if info.kind not in ("part", "parts") and info.spec.cli_flag(info.name) is not None
     ]
+
+
+def mask_fields() -> list[FieldInfo]:
+    """The mask's settings (``--mask FILE`` and how it is used), in declaration order."""
+    from desktop.engine.parts import MaskSpec
+    from desktop.engine.schema import fields_of
+
+    return [info for info in fields_of(MaskSpec) if info.spec.cli_flag(info.name)]
+
+
+def _mask(args: argparse.Namespace) -> Any:
+    """The request's mask from the inpainting flags, or None without ``--mask``."""
+    from desktop.engine.errors import RequestError
+    from desktop.engine.parts import MaskSpec
+
+    given = {
+        info.name: getattr(args, f"mask_{info.name}", None)
+        for info in mask_fields()
+        if getattr(args, f"mask_{info.name}", None) is not None
+    }
+    if "image" not in given:
+        if given:
+            flags = ", ".join(
+                info.spec.cli_flag(info.name) or "" for info in mask_fields() if info.name in given
+            )
+            raise RequestError(f"{flags} need --mask FILE (the part of --init-image to repaint).")
+        return None
+    if getattr(args, "init_image", None) is None:
+        raise RequestError("--mask needs --init-image: the picture whose masked part to repaint.")
+    return MaskSpec(**given)
 
 
 def _parser_for(info: FieldInfo) -> Any:
@@ -145,6 +202,9 @@ def build_request(args: argparse.Namespace) -> Any:
         if value is not None:
             values[field.name] = value
     values["model"] = str(info.path) if args.model else ""
+    mask = _mask(args)
+    if mask is not None:
+        return GenerationRequest.from_values(values).replace(mask=mask)
     return GenerationRequest.from_values(values)
 
 

@@ -400,7 +400,7 @@ def _vae_dtype(facts: DeviceFacts, choice: str, dtype: str, family: str, reasons
                 "small share of a job"
             )
         return "fp32"
-    if dtype == "fp16" and family == "sdxl":
+    if dtype == "fp16" and family.startswith("sdxl"):
         reasons.append("SDXL's VAE overflows in fp16 (black images): it is upcast to fp32")
         return "fp32"
     return dtype

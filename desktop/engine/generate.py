@@ -41,6 +41,12 @@ from desktop.engine.errors import (  # noqa: E402
     ModelError,
     RequestError,
 )
+from desktop.engine.inpaint import (  # noqa: E402
+    InpaintPlan,
+    LatentBlender,
+    masked_init_latents,
+    prepare_inpaint,
+)
 from desktop.engine.lora import LoraState, LoraUse, lora_uses  # noqa: E402
 from desktop.engine.models import ModelInfo, find_model  # noqa: E402
 from desktop.engine.previews import Previewer, previewer_for  # noqa: E402
@@ -349,7 +355,9 @@ class Engine:
             [(use.name, use.path) for use in uses],
             [(item.name, item.path) for item in embeddings.items.values()],
         )
-        pipe = loaded.img2img if request.is_img2img else loaded.txt2img
+        # A 9-channel inpainting model's own pipeline runs every job, masked or not.
+        inpaint_model = loaded.info.is_inpaint
+        pipe = loaded.img2img if request.is_img2img and not inpaint_model else loaded.txt2img
         # 4. The sampler, built fresh from the model's training schedule.
         pipe.scheduler = make_scheduler(request.sampler, request.schedule, self._base_scheduler)
         recorder = _X0Recorder(pipe.scheduler, SAMPLERS[request.sampler].x0_from_model_outputs)
@@ -357,7 +365,15 @@ class Engine:
         _set_vae_tiling(
             pipe.vae, request.width * request.height >= self._loaded_plan.tiled_vae_pixels
         )
-        kwargs = self._pipeline_kwargs(request, loaded)
+        inpaint = None
+        if request.mask is not None and request.init_image is not None:
+            inpaint = prepare_inpaint(
+                request.mask, request.init_image, request.width, request.height
+            )
+            for note in inpaint.notes:
+                warnings.append(note)
+                progress.warn(note)
+        kwargs, blender = self._pipeline_kwargs(request, loaded, inpaint)
         with torch.inference_mode():
             conditioning = Conditioning.build(pipe, request, embeddings)
         for warning in conditioning.warnings:
@@ -367,7 +383,9 @@ class Engine:
         # 6. Denoise, previewing every step; the engine decodes the latents itself so the
         # VAE can run in its own number format and be retried in fp32.
         progress.set_status("Generating…")
-        callback = self._step_callback(progress, recorder, started, timings, conditioning)
+        callback = self._step_callback(
+            progress, recorder, started, timings, conditioning, blender, inpaint
+        )
         try:
             with torch.inference_mode():
                 begun = time.perf_counter()
@@ -388,6 +406,9 @@ class Engine:
             ) from exc
         # 7. Refuse silently broken output.
         images = _to_images(array)
+        if inpaint is not None:
+            # Outside the mask and its feather, exactly the input's pixels.
+            images = [inpaint.composite(image) for image in images]
         results = [
             GeneratedImage(img, request.for_image(i), resources) for i, img in enumerate(images)
         ]
@@ -424,7 +445,10 @@ class Engine:
             array = _vae_decode(pipe, latents)
         return array
 
-    def _pipeline_kwargs(self, request: GenerationRequest, loaded: Any) -> dict[str, Any]:
+    def _pipeline_kwargs(
+        self, request: GenerationRequest, loaded: Any, inpaint: InpaintPlan | None = None
+    ) -> tuple[dict[str, Any], LatentBlender | None]:
+        """The pipeline's arguments, and for inpainting the per-step latent blender."""
         generators = [
             torch.Generator("cpu").manual_seed(request.seed + i) for i in range(request.batch_size)
         ]
@@ -434,6 +458,46 @@ class Engine:
             "num_images_per_prompt": request.batch_size,
             "generator": generators,
         }
+        if inpaint is not None:
+            # Encoded here (not by the pipeline): the blender needs the init latents, and
+            # the latent masked-content modes change them before the noise is added.
+            with torch.inference_mode():
+                latents = _vae_encode(loaded.img2img, inpaint.work_image, generators, loaded.dtype)
+                mask = inpaint.latent_mask((latents.shape[-1], latents.shape[-2]))
+                noise = torch.randn(
+                    latents.shape,
+                    generator=torch.Generator("cpu").manual_seed(request.seed + 7919),
+                    dtype=torch.float32,
+                ).to(latents.device, latents.dtype)
+                start = masked_init_latents(inpaint, latents, generators[0])
+            kwargs.update(image=start, strength=request.strength)
+            if loaded.info.is_inpaint:
+                kwargs.update(
+                    self._inpaint_model_inputs(
+                        loaded, inpaint.work_image, inpaint.work_mask, generators
+                    )
+                )
+            return kwargs, LatentBlender(latents, mask, noise)
+        if loaded.info.is_inpaint:
+            # A 9-channel model without a mask: the whole picture is "masked" (A1111's way),
+            # from the init image, or from plain grey at full strength for text to image.
+            from desktop.engine.images import fit_to_size, load_image
+
+            size = (request.width, request.height)
+            if request.init_image is not None:
+                picture = fit_to_size(load_image(request.init_image), *size)
+                strength = request.strength
+            else:
+                picture, strength = Image.new("RGB", size, (128, 128, 128)), 1.0
+            with torch.inference_mode():
+                latents = _vae_encode(loaded.txt2img, picture, generators, loaded.dtype)
+                kwargs.update(image=latents, strength=strength)
+                kwargs.update(
+                    self._inpaint_model_inputs(
+                        loaded, picture, Image.new("L", size, 255), generators
+                    )
+                )
+            return kwargs, None
         if request.init_image is not None:
             from desktop.engine.images import fit_to_size, load_image
 
@@ -445,7 +509,34 @@ class Engine:
             kwargs.update(image=image, strength=request.strength)
         else:
             kwargs.update(width=request.width, height=request.height)
-        return kwargs
+        return kwargs, None
+
+    def _inpaint_model_inputs(
+        self,
+        loaded: Any,
+        image: Image.Image,
+        mask: Image.Image,
+        generators: list[torch.Generator],
+    ) -> dict[str, Any]:
+        """The extra inputs of a 9-channel model: its mask and the masked image's latents,
+        encoded here so the VAE gets its own number format (the pipeline would feed it the
+        UNet's)."""
+        pipe = loaded.txt2img
+        vae = pipe.vae
+        pixels = pipe.image_processor.preprocess(image).to(vae.device, vae.dtype)
+        keep = torch.from_numpy(np.asarray(mask, dtype=np.float32) < 127.5)
+        masked = pixels * keep.to(vae.device, vae.dtype)[None, None]
+        latents = []
+        with torch.inference_mode():
+            for generator in generators:
+                dist = vae.encode(masked).latent_dist
+                latents.append(dist.sample(generator) * vae.config.scaling_factor)
+        return {
+            "mask_image": mask,
+            "masked_image_latents": torch.cat(latents).to(loaded.dtype),
+            "height": image.height,
+            "width": image.width,
+        }
 
     def _step_callback(
         self,
@@ -454,6 +545,8 @@ class Engine:
         started: float,
         timings: JobTimings,
         conditioning: Conditioning,
+        blender: LatentBlender | None = None,
+        inpaint: InpaintPlan | None = None,
     ) -> Any:
         previewer = self._previewer
 
@@ -470,11 +563,17 @@ class Engine:
             if progress.previews and previewer is not None:
                 x0 = recorder.latest()
                 preview = previewer(x0 if x0 is not None else tensors["latents"])
+                if inpaint is not None:
+                    preview = inpaint.preview(preview)  # the repaint growing in place
             total = int(getattr(pipe, "num_timesteps", 0) or 0)
             elapsed = time.perf_counter() - started
             progress.set_progress(StepUpdate(progress.job_id, index + 1, total, elapsed, preview))
             # Prompt editing and alternation: the next step's embeddings, when they change.
-            return conditioning.switch(pipe, index + 1)
+            changes = conditioning.switch(pipe, index + 1)
+            if blender is not None:
+                # Soft per-step masking: outside the mask, the init image at this noise level.
+                changes["latents"] = blender.blend(pipe.scheduler, tensors["latents"])
+            return changes
 
         return on_step_end
 
@@ -485,7 +584,7 @@ class Engine:
 
 
 #: The request's list parts this engine can run so far (each later feature adds its own).
-SUPPORTED_PARTS: frozenset[str] = frozenset({"LoRAs"})
+SUPPORTED_PARTS: frozenset[str] = frozenset({"LoRAs", "Mask"})
 
 
 def check_supported(request: GenerationRequest) -> None:

@@ -39,7 +39,10 @@ if TYPE_CHECKING:
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 #: Config folder (under ``resources/model_configs``) per model family.
+#: The shipped config folder of each family; a 9-channel inpainting model uses its base
+#: family's folder with ``num_in_channels=9``.
 FAMILY_CONFIGS = {"sd1": "sd15", "sd2": "sd2", "sdxl": "sdxl"}
+INPAINT_CHANNELS = 9
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth")
 PREDICTION_TYPES = ("epsilon", "v_prediction")
 _HUB_MODULES = ("huggingface_hub", "diffusers", "transformers")
@@ -175,16 +178,23 @@ def _force_offline() -> None:
 
 
 def _pipeline_classes(family: str) -> tuple[Any, Any]:
+    """(main pipeline, img2img pipeline) classes; a 9-channel model's main one inpaints."""
     from diffusers import (
         StableDiffusionImg2ImgPipeline,
+        StableDiffusionInpaintPipeline,
         StableDiffusionPipeline,
         StableDiffusionXLImg2ImgPipeline,
+        StableDiffusionXLInpaintPipeline,
         StableDiffusionXLPipeline,
     )
 
+    inpaint = family.endswith("-inpaint")
+    main: Any
     if family.startswith("sdxl"):
-        return StableDiffusionXLPipeline, StableDiffusionXLImg2ImgPipeline
-    return StableDiffusionPipeline, StableDiffusionImg2ImgPipeline
+        main = StableDiffusionXLInpaintPipeline if inpaint else StableDiffusionXLPipeline
+        return main, StableDiffusionXLImg2ImgPipeline
+    main = StableDiffusionInpaintPipeline if inpaint else StableDiffusionPipeline
+    return main, StableDiffusionImg2ImgPipeline
 
 
 def _sd_kwargs(cls: type) -> dict[str, Any]:
@@ -202,12 +212,16 @@ def _load_folder(path: Path, dtype: torch.dtype, vae: Any = None) -> Any:
     except (OSError, ValueError) as exc:
         raise ModelError(f"{path.name} has no readable model_index.json: {exc}") from exc
     class_name = str(index.get("_class_name", ""))
-    if class_name not in ("StableDiffusionPipeline", "StableDiffusionXLPipeline"):
+    known = ("StableDiffusion", "StableDiffusionXL")
+    if class_name not in [f"{k}{kind}Pipeline" for k in known for kind in ("", "Inpaint")]:
         raise ModelError(
             f"{path.name} is a {class_name or 'unknown'} folder; Sandstorm loads Stable "
             "Diffusion 1.x, 2.x and SDXL models."
         )
-    cls, _ = _pipeline_classes("sdxl" if "XL" in class_name else "sd1")
+    family = "sdxl" if "XL" in class_name else "sd1"
+    if _unet_channels(path) == INPAINT_CHANNELS:
+        family += "-inpaint"
+    cls, _ = _pipeline_classes(family)
     extra = {"vae": vae} if vae is not None else {}
     try:
         return cls.from_pretrained(
@@ -217,15 +231,24 @@ def _load_folder(path: Path, dtype: torch.dtype, vae: Any = None) -> Any:
         raise ModelError(f"Could not load the model folder {path.name}: {_reason(exc)}") from exc
 
 
+def _unet_channels(path: Path) -> int:
+    try:
+        config = json.loads((path / "unet" / "config.json").read_text(encoding="utf-8"))
+        return int(config.get("in_channels", 4))
+    except (OSError, ValueError, TypeError):
+        return 4
+
+
 def _config_folder(family: str, root: Path, path: Path) -> Path:
-    name = FAMILY_CONFIGS.get(family)
+    name = FAMILY_CONFIGS.get(family.removesuffix("-inpaint"))
     if name is None:
         label = FAMILY_LABELS.get(family, family)
         raise ModelError(f"{path.name} is a {label} model, which Sandstorm cannot load.")
     folder = Path(root) / name
     if not (folder / "model_index.json").is_file():
         raise ModelError(
-            f"The {FAMILY_LABELS[family]} configuration Sandstorm needs to read {path.name} is "
+            f"The {FAMILY_LABELS[family.removesuffix('-inpaint')]} configuration Sandstorm "
+            f"needs to read {path.name} is "
             f"missing from {folder}; reinstall Sandstorm."
         )
     return folder
@@ -236,7 +259,12 @@ def _load_single_file(
 ) -> Any:
     config = _config_folder(info.family, root, path)
     cls, _ = _pipeline_classes(info.family)
-    extra = {"vae": vae} if vae is not None else {}
+    extra: dict[str, Any] = {"vae": vae} if vae is not None else {}
+    if info.family.endswith("-inpaint"):
+        # The base family's shipped config with a 9-channel conv_in (the UNet's own input:
+        # latents, mask and masked-image latents). Never ``in_channels`` at pipeline level,
+        # which would reach the VAE too.
+        extra["num_in_channels"] = INPAINT_CHANNELS
     try:
         return cls.from_single_file(
             str(path),

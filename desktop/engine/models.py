@@ -67,6 +67,16 @@ class ModelInfo:
     def is_sdxl(self) -> bool:
         return self.family.startswith("sdxl")
 
+    @property
+    def is_inpaint(self) -> bool:
+        """A 9-channel inpainting model (its UNet also reads the mask and masked image)."""
+        return self.family.endswith("-inpaint")
+
+    @property
+    def base_family(self) -> str:
+        """The family without "-inpaint": "sd1", "sd2", "sdxl", "builtin"."""
+        return self.family.removesuffix("-inpaint")
+
 
 def read_safetensors_header(path: Path) -> dict:
     """Return the JSON header of a .safetensors file without reading any tensor data."""
@@ -123,10 +133,7 @@ def classify_keys(shapes: dict[str, list[int]]) -> tuple[str, str]:
     else:
         return "unknown", "unrecognised text encoder layout (not SD1, SD2 or SDXL)"
     if inpaint:
-        return (
-            f"{family}-inpaint",
-            "inpainting checkpoints need a mask, which Sandstorm does not edit yet",
-        )
+        return f"{family}-inpaint", ""
     return family, ""
 
 
@@ -242,8 +249,9 @@ def inspect_folder(path: Path) -> ModelInfo:
         )
     reason = ""
     if inpaint:
+        if family == "builtin":
+            reason = "a 9-channel built-in model is not supported"
         family += "-inpaint"
-        reason = "inpainting models need a mask, which Sandstorm does not edit yet"
     pred = "epsilon"
     try:
         sched = json.loads(

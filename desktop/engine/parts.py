@@ -116,11 +116,42 @@ class ReferenceImage:
 class MaskSpec:
     """Inpainting: repaint where the mask image is white."""
 
-    image: str = setting(label="Mask image", help="White repaints, black keeps")
-    blur: int = setting(4, label="Mask blur", minimum=0, maximum=64, unit="px")
-    mode: str = setting("original", label="Masked content", choices=MASK_MODES)
-    padding: int = setting(32, label="Only masked padding", minimum=0, maximum=256, unit="px")
-    only_masked: bool = setting(True, label="Only masked")
+    image: str = setting(
+        label="Mask image",
+        help="Black-and-white image: white repaints, black keeps (or transparent repaints)",
+        cli="--mask",
+    )
+    blur: int = setting(
+        4,
+        label="Mask blur",
+        help="Feather of the mask's edge",
+        minimum=0,
+        maximum=64,
+        unit="px",
+        cli="--mask-blur",
+    )
+    mode: str = setting(
+        "original",
+        label="Masked content",
+        help="What the repaint starts from under the mask",
+        choices=MASK_MODES,
+        cli="--mask-mode",
+    )
+    padding: int = setting(
+        32,
+        label="Only masked padding",
+        help="Context around the mask when only the masked part is worked on",
+        minimum=0,
+        maximum=256,
+        unit="px",
+        cli="--mask-padding",
+    )
+    only_masked: bool = setting(
+        True,
+        label="Only masked",
+        help="Work on the mask's box at full resolution (off: the whole picture)",
+        cli="--only-masked",
+    )
 
     def __post_init__(self) -> None:
         validate(self)

@@ -54,8 +54,9 @@ def test_classifies_families(tmp_path):
     assert inspect_file(sd2).prediction_type == "v_prediction"
     assert inspect_file(sd2b).prediction_type == "epsilon"
     assert inspect_file(xl).family == "sdxl" and inspect_file(xl).native_size == 1024
-    bad = inspect_file(inpaint)
-    assert bad.family == "sd1-inpaint" and not bad.usable and "mask" in bad.reason
+    nine = inspect_file(inpaint)
+    assert nine.family == "sd1-inpaint" and nine.usable and nine.is_inpaint
+    assert nine.base_family == "sd1" and nine.label == "SD1.5 inpainting"
     assert "LoRA" in inspect_file(lora).reason
 
 

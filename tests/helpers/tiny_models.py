@@ -59,10 +59,15 @@ def _scheduler():
     )
 
 
-def build_tiny_sd(folder: Path, seed: int = 0) -> Path:
-    """Write a tiny SD1-style diffusers folder (StableDiffusionPipeline) and return it."""
+def build_tiny_sd(folder: Path, seed: int = 0, in_channels: int = 4) -> Path:
+    """Write a tiny SD1-style diffusers folder (StableDiffusionPipeline; with
+    ``in_channels=9`` a StableDiffusionInpaintPipeline) and return it."""
     import torch
-    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import (
+        StableDiffusionInpaintPipeline,
+        StableDiffusionPipeline,
+        UNet2DConditionModel,
+    )
     from transformers import CLIPTokenizer
 
     torch.manual_seed(seed)
@@ -70,14 +75,15 @@ def build_tiny_sd(folder: Path, seed: int = 0) -> Path:
         block_out_channels=(32, 64),
         layers_per_block=1,
         sample_size=8,
-        in_channels=4,
+        in_channels=in_channels,
         out_channels=4,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
         cross_attention_dim=32,
         attention_head_dim=4,
     )
-    pipe = StableDiffusionPipeline(
+    cls = StableDiffusionInpaintPipeline if in_channels == 9 else StableDiffusionPipeline
+    pipe = cls(
         vae=_vae(),
         text_encoder=_text_encoder(),
         tokenizer=CLIPTokenizer.from_pretrained(SD1_TOKENIZER),
@@ -91,10 +97,15 @@ def build_tiny_sd(folder: Path, seed: int = 0) -> Path:
     return folder
 
 
-def build_tiny_sdxl(folder: Path, seed: int = 0) -> Path:
-    """Write a tiny SDXL-style diffusers folder (StableDiffusionXLPipeline) and return it."""
+def build_tiny_sdxl(folder: Path, seed: int = 0, in_channels: int = 4) -> Path:
+    """Write a tiny SDXL-style diffusers folder (StableDiffusionXLPipeline; with
+    ``in_channels=9`` a StableDiffusionXLInpaintPipeline) and return it."""
     import torch
-    from diffusers import StableDiffusionXLPipeline, UNet2DConditionModel
+    from diffusers import (
+        StableDiffusionXLInpaintPipeline,
+        StableDiffusionXLPipeline,
+        UNet2DConditionModel,
+    )
     from transformers import CLIPTokenizer
 
     torch.manual_seed(seed)
@@ -102,7 +113,7 @@ def build_tiny_sdxl(folder: Path, seed: int = 0) -> Path:
         block_out_channels=(32, 64),
         layers_per_block=1,
         sample_size=8,
-        in_channels=4,
+        in_channels=in_channels,
         out_channels=4,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
@@ -114,7 +125,8 @@ def build_tiny_sdxl(folder: Path, seed: int = 0) -> Path:
         projection_class_embeddings_input_dim=80,  # 6 * 8 time ids + 32 pooled text
         cross_attention_dim=64,
     )
-    pipe = StableDiffusionXLPipeline(
+    cls = StableDiffusionXLInpaintPipeline if in_channels == 9 else StableDiffusionXLPipeline
+    pipe = cls(
         vae=_vae(),
         text_encoder=_text_encoder(),
         text_encoder_2=_text_encoder(projection=True),

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
-from PySide6.QtCore import QMimeData, QPoint, Qt, QUrl
-from PySide6.QtGui import QDragEnterEvent, QDropEvent, QGuiApplication, QImage
+from PySide6.QtCore import QEvent, QMimeData, QPoint, QRectF, Qt, QUrl
+from PySide6.QtGui import QDragEnterEvent, QDropEvent, QGuiApplication, QImage, QMouseEvent
 from PySide6.QtTest import QTest
+from PySide6.QtWidgets import QApplication
 
 from desktop.engine import paths
+from desktop.engine.inpaint import prepare_inpaint
+from desktop.engine.parts import MASK_MODES, MaskSpec
+from desktop.engine.schema import fields_of
 from desktop.ui.form import build_request
 from desktop.ui.img2img_panel import Img2ImgPanel
 
@@ -139,3 +144,237 @@ def test_paste_with_ctrl_v_and_the_paste_button(qtbot, panel, png):
     QGuiApplication.clipboard().setMimeData(mime)
     panel.paste_button.click()
     assert panel.init_image() == str(png)
+
+
+# -- the inpainting mask -----------------------------------------------------------------------
+
+
+def paint(panel: Img2ImgPanel, points: list[tuple[float, float]], size: int = 8) -> None:
+    """Turn on "Paint mask" and drag through ``points`` (image pixels) in the editor."""
+    if not panel.is_painting():
+        panel.paint_button.click()
+    editor = panel.mask_editor
+    editor.set_brush_size(size)
+    view = editor.view
+    spots = [editor.image_to_view(QRectF(x, y, 0, 0)).topLeft() for x, y in points]
+    for kind, spot in (
+        [(QEvent.Type.MouseButtonPress, spots[0])]
+        + [(QEvent.Type.MouseMove, s) for s in spots[1:]]
+        + [(QEvent.Type.MouseButtonRelease, spots[-1])]
+    ):
+        button = (
+            Qt.MouseButton.NoButton if kind == QEvent.Type.MouseMove else Qt.MouseButton.LeftButton
+        )
+        held = (
+            Qt.MouseButton.NoButton
+            if kind == QEvent.Type.MouseButtonRelease
+            else Qt.MouseButton.LeftButton
+        )
+        event = QMouseEvent(
+            kind, spot, view.mapToGlobal(spot), button, held, Qt.KeyboardModifier.NoModifier
+        )
+        QApplication.sendEvent(view, event)
+
+
+def test_paint_mask_shows_the_editor_over_the_init_image(qtbot, panel, png):
+    assert not panel.paint_button.isEnabled()
+    assert not panel.mask_settings.isVisible()
+    panel.set_image(png)
+    assert panel.paint_button.isEnabled() and panel.load_mask_button.isEnabled()
+    panel.paint_button.click()
+    assert panel.is_painting()
+    assert panel.drop_zone.stack.currentWidget() is panel.mask_editor
+    assert panel.mask_editor.image_size() == (100, 60)
+    assert panel.mask_editor.isVisible() and panel.mask_editor.view.width() > 100
+    panel.paint_button.click()
+    assert panel.drop_zone.stack.currentWidget() is panel.drop_zone.label
+
+
+def test_a_painted_mask_becomes_the_request_mask(qtbot, panel, png):
+    panel.set_image(png)
+    assert panel.values()["mask"] is None
+    with qtbot.waitSignal(panel.values_changed):
+        paint(panel, [(10, 10), (30, 10)])
+    assert panel.mask_settings.isVisible()
+    assert panel.mode_label.text() == "Mode: inpainting"
+    spec = panel.values()["mask"]
+    assert isinstance(spec, MaskSpec)
+    path = Path(spec.image)
+    assert path.parent == paths.data_dir() / "masks" and path.is_file()
+    with Image.open(path) as stored:
+        assert stored.size == (100, 60)
+        values = np.asarray(stored.convert("L"))
+    assert (values[10, 10:31] == 255).all()
+    assert values[40, 50] == 0 and values[10, 60] == 0
+    request = request_from(panel)
+    assert request.mask == spec and request.init_image == str(png)
+    # The engine reads it at the init image's size (no "scaled" note), around the stroke.
+    plan = prepare_inpaint(spec, png, 64, 64)
+    assert plan.notes == [] and plan.soft_mask.size == (100, 60)
+
+    # The same pixels reuse the file; a change writes another.
+    assert panel.values()["mask"].image == spec.image
+    panel.mask_editor.invert()
+    panel.mask_editor.invert()
+    assert panel.values()["mask"].image == spec.image
+    paint(panel, [(80, 50)])
+    assert panel.values()["mask"].image != spec.image
+    assert len(list(path.parent.glob("*.png"))) == 2
+    assert not list(path.parent.glob("*.tmp"))
+
+
+def test_the_mask_settings_come_from_the_declarations_and_flow_into_the_mask(qtbot, panel, png):
+    panel.set_image(png)
+    paint(panel, [(50, 30)])
+    form = panel.mask_settings.layout()
+    declared = {info.name: info for info in fields_of(MaskSpec) if info.name != "image"}
+    assert set(panel.mask_editors) == set(declared)
+    for name, info in declared.items():
+        editor = panel.mask_editors[name]
+        assert form.labelForField(editor).text() == info.label
+        assert editor.value_() == info.default or name == "only_masked"
+        assert editor.toolTip() == info.spec.help
+    blur = panel.mask_editors["blur"]
+    assert (blur.minimum(), blur.maximum()) == (0, 64)
+    assert panel.mask_editors["mode"].count() == len(MASK_MODES)
+
+    with qtbot.waitSignal(panel.values_changed):
+        panel.mask_editors["blur"].set_value(12)
+    panel.mask_editors["mode"].set_value("latent noise")
+    panel.mask_editors["padding"].set_value(96)
+    panel.mask_editors["only_masked"].set_value(False)
+    spec = panel.values()["mask"]
+    assert (spec.blur, spec.mode, spec.padding, spec.only_masked) == (
+        12,
+        "latent noise",
+        96,
+        False,
+    )
+
+
+def test_only_masked_is_on_for_a_small_mask_off_for_a_large_one(qtbot, panel, png):
+    panel.set_image(png)
+    only = panel.mask_editors["only_masked"]
+    paint(panel, [(20, 20), (30, 20)])
+    assert only.isChecked()
+    panel.mask_editor.fill()
+    assert not only.isChecked()
+    panel.mask_editor.undo()
+    assert only.isChecked()
+    # Once the user sets it, the mask no longer decides.
+    only.click()
+    assert not only.isChecked()
+    paint(panel, [(70, 40)])
+    assert not panel.values()["mask"].only_masked
+    # A new image starts over.
+    panel.set_image(png)
+    paint(panel, [(70, 40)])
+    assert only.isChecked()
+
+
+def test_set_values_restores_a_mask(qtbot, panel, png):
+    panel.set_image(png)
+    paint(panel, [(10, 10), (40, 40)])
+    panel.mask_editors["blur"].set_value(9)
+    panel.mask_editors["mode"].set_value("fill")
+    values = panel.values()
+    painted = panel.mask_editor.mask_array()
+
+    other = Img2ImgPanel()
+    qtbot.addWidget(other)
+    with qtbot.waitSignal(other.mask_changed):
+        other.set_values({"init_image": values["init_image"], "mask": values["mask"]})
+    assert other.init_image() == str(png) and other.has_mask()
+    assert np.array_equal(other.mask_editor.mask_array(), painted)
+    assert other.values()["mask"] == values["mask"]
+    assert not other.mask_settings.isHidden()
+
+    # Values without an init image leave the image and its mask alone (as the window does
+    # when reusing a text-to-image request); a request with its image and no mask removes it.
+    other.set_values({"mask": None, "seed": 5})
+    assert other.has_mask()
+    other.set_values({"init_image": str(png), "mask": None})
+    assert not other.has_mask() and other.values()["mask"] is None
+
+
+def test_a_missing_mask_file_is_not_restored(qtbot, panel, png, tmp_path):
+    spec = MaskSpec(image=str(tmp_path / "gone.png"))
+    with qtbot.waitSignal(panel.message) as message:
+        panel.set_values({"init_image": str(png), "mask": spec})
+    assert "gone.png" in message.args[0] and "not restored" in message.args[0]
+    assert panel.init_image() == str(png)
+    assert not panel.has_mask() and panel.values()["mask"] is None
+
+
+def test_a_mask_never_outlives_its_image(qtbot, panel, png, tmp_path):
+    panel.set_image(png)
+    paint(panel, [(10, 10), (40, 40)])
+    assert panel.has_mask()
+    with qtbot.waitSignal(panel.mask_changed):
+        panel.clear()
+    assert not panel.has_mask() and not panel.is_painting()
+    assert panel.values()["mask"] is None and not panel.mask_settings.isVisible()
+    assert not panel.paint_button.isEnabled()
+    with qtbot.waitSignal(panel.message):
+        assert not panel.load_mask_file(png)
+    assert not panel.has_mask()
+    # Without an init image a mask in the values is refused, with a message.
+    mask_file = tmp_path / "mask.png"
+    Image.new("L", (100, 60), 255).save(mask_file)
+    with qtbot.waitSignal(panel.message):
+        panel.set_values({"mask": MaskSpec(image=str(mask_file))})
+    assert panel.values()["mask"] is None
+
+    # A new image (even the same size) starts without a mask.
+    panel.set_image(png)
+    paint(panel, [(10, 10)])
+    second = tmp_path / "second.png"
+    Image.new("RGB", (100, 60), (0, 0, 0)).save(second)
+    panel.set_image(second)
+    assert not panel.has_mask() and panel.values()["mask"] is None
+    assert panel.is_painting() and panel.mask_editor.image_size() == (100, 60)
+
+
+def test_load_mask_and_from_alpha_buttons(qtbot, panel, png, tmp_path, monkeypatch):
+    panel.set_image(png)
+    mask_file = tmp_path / "small-mask.png"
+    small = Image.new("L", (50, 30), 0)
+    small.paste(255, (0, 0, 10, 10))
+    small.save(mask_file)
+    monkeypatch.setattr(
+        "desktop.ui.img2img_panel.QFileDialog.getOpenFileName",
+        lambda *a, **k: (str(mask_file), ""),
+    )
+    with qtbot.waitSignal(panel.message) as note:
+        panel.load_mask_button.click()
+    assert "scaled" in note.args[0]
+    assert panel.has_mask() and panel.mask_editor.image_size() == (100, 60)
+    # Shown on the thumbnail while not painting.
+    assert not panel.is_painting() and not panel.drop_zone.label.pixmap().isNull()
+
+    with qtbot.waitSignal(panel.message) as refused:
+        panel.alpha_button.click()
+    assert "transparency" in refused.args[0]
+
+    cutout = tmp_path / "cutout.png"
+    rgba = Image.new("RGBA", (100, 60), (10, 200, 30, 255))
+    rgba.paste((0, 0, 0, 0), (0, 0, 100, 20))
+    rgba.save(cutout)
+    panel.set_image(cutout)
+    panel.alpha_button.click()
+    spec = panel.values()["mask"]
+    with Image.open(spec.image) as stored:
+        values = np.asarray(stored.convert("L"))
+    assert (values[:20] == 255).all() and (values[20:] == 0).all()
+
+
+def test_paste_over_the_mask_editor_replaces_the_image(qtbot, panel, png):
+    panel.set_image(png)
+    paint(panel, [(20, 20)])
+    image = QImage(40, 30, QImage.Format.Format_RGB32)
+    image.fill(Qt.GlobalColor.yellow)
+    QGuiApplication.clipboard().setImage(image)
+    # The editor leaves Ctrl+V to the drop zone around it.
+    QTest.keyClick(panel.mask_editor.view, Qt.Key.Key_V, Qt.KeyboardModifier.ControlModifier)
+    assert panel.image_size() == (40, 30)
+    assert not panel.has_mask() and panel.mask_editor.image_size() == (40, 30)
