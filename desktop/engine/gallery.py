@@ -32,6 +32,7 @@ import dataclasses
 import datetime as dt
 import errno
 import functools
+import hashlib
 import json
 import os
 import re
@@ -61,6 +62,8 @@ TEMP_SUFFIX = ".png.part"
 #: Temporary files older than this are leftovers of a crash (a live save takes well under it).
 STALE_TEMP_SECONDS = 600
 INDEX_NAME = "gallery.sqlite3"
+#: The gallery's copies of inpainting masks (hidden, so never listed as images), by content.
+MASKS_FOLDER = ".masks"
 #: Version of the file columns and their meaning; part of the schema signature.
 SCHEMA_VERSION = 2
 #: Rows written per lock hold while syncing (the GUI thread's searches slip in between).
@@ -518,6 +521,7 @@ class Gallery:
         """
         if request.seed == -1:
             raise RequestError("Resolve the seed before saving: the saved settings must match.")
+        request = self.keep_mask(request)
         if model_hash is None and model is not None:
             # The first hash of a large model takes seconds; later ones come from the cache.
             model_hash = safe_model_hash(model)
@@ -561,6 +565,36 @@ class Gallery:
         with contextlib.suppress(sqlite3.Error, SandstormError):
             self._upsert([row])
         return GalleryItem.from_row(row)
+
+    def keep_mask(self, request: GenerationRequest) -> GenerationRequest:
+        """The request with its inpainting mask copied into the gallery (``.masks/``, named
+        by content, so a batch shares one copy): "Reuse" then restores the mask even after
+        the file it was painted to or loaded from is gone. A mask that cannot be copied
+        leaves the request as it is; the image is saved all the same."""
+        if request.mask is None:
+            return request
+        source = Path(request.mask.image)
+        folder = self.root / MASKS_FOLDER
+        try:
+            data = source.read_bytes()
+            suffix = source.suffix.lower() if source.suffix.lower() in IMAGE_SUFFIXES else ".png"
+            target = folder / f"{hashlib.sha256(data).hexdigest()[:24]}{suffix}"
+            if not target.is_file():
+                folder.mkdir(parents=True, exist_ok=True)
+                tmp = folder / f"{TEMP_PREFIX}{uuid.uuid4().hex}{TEMP_SUFFIX}"
+                try:
+                    with open(tmp, "xb") as handle:
+                        handle.write(data)
+                        handle.flush()
+                        os.fsync(handle.fileno())
+                    os.replace(tmp, target)
+                finally:
+                    with contextlib.suppress(OSError):
+                        tmp.unlink()
+        except OSError:
+            return request
+        mask = dataclasses.replace(request.mask, image=str(target))
+        return dataclasses.replace(request, mask=mask)
 
     def _row(
         self,

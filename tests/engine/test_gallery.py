@@ -644,3 +644,32 @@ def test_closed_gallery_raises_a_clear_error(tmp_path: Path) -> None:
     assert opened.closed
     with pytest.raises(SandstormError, match="closed"):
         opened.search()
+
+
+def test_the_mask_of_an_inpainting_image_is_kept_in_the_gallery(
+    gallery: Gallery, tmp_path: Path
+) -> None:
+    from desktop.engine.parts import MaskSpec
+
+    init, mask = tmp_path / "init.png", tmp_path / "painted.png"
+    _image().save(init)
+    Image.new("L", (8, 8), 255).save(mask)
+    request = _request(init_image=str(init), mask=MaskSpec(image=str(mask), blur=2))
+    first = gallery.save(_image(), request)
+    second = gallery.save(_image("blue"), _request(seed=43, **_mask_of(request)))
+    mask.unlink()  # the painted file is gone; the gallery's copy is what Reuse reads
+
+    saved = read_metadata(first.path).request
+    assert saved is not None and saved.mask is not None
+    kept = Path(saved.mask.image)
+    assert kept.parent == gallery.root / ".masks" and kept.is_file()
+    assert (saved.mask.blur, saved.init_image) == (2, str(init))
+    assert Image.open(kept).getextrema() == (255, 255)
+    assert read_metadata(second.path).request.mask.image == str(kept)  # one copy per mask
+    assert first.request.mask.image == str(kept)
+    gallery.sync()
+    assert {item.path for item in gallery.search()} == {first.path, second.path}
+
+
+def _mask_of(request: GenerationRequest) -> dict:
+    return {"init_image": request.init_image, "mask": request.mask}
