@@ -48,32 +48,17 @@ def add_parser(sub: Any) -> None:
             help=help_text,
         )
     inpaint = p.add_argument_group("inpainting", "repaint part of --init-image")
-    for info in mask_fields():
-        flag = info.spec.cli_flag(info.name)
-        assert flag is not None
-        text = info.spec.help or info.label
-        if info.kind == "bool":
-            inpaint.add_argument(
-                flag,
-                dest=f"mask_{info.name}",
-                action=argparse.BooleanOptionalAction,
-                default=None,
-                help=f"{text}; default: {'on' if info.default else 'off'}",
-            )
-            continue
-        allowed = info.spec.allowed()
-        if allowed is not None:
-            text += f" ({', '.join(allowed)})"
-        if info.default not in (None, ""):
-            text += f"; default: {info.default}"
-        inpaint.add_argument(
-            flag,
-            dest=f"mask_{info.name}",
-            metavar="FILE" if info.name == "image" else info.kind.upper(),
-            type=_parser_for(info),
-            default=None,
-            help=text,
-        )
+    _add_part_flags(inpaint, mask_fields(), "mask")
+    outpaint = p.add_argument_group("outpainting", "grow --init-image's canvas and paint the rest")
+    outpaint.add_argument(
+        "--expand",
+        dest="expand_sides",
+        metavar="PIXELS",
+        default=None,
+        help="pixels to add: 256 (every side), 0,256,0,0 (left, right, top, bottom) or "
+        "right=256,bottom=128",
+    )
+    _add_part_flags(outpaint, expand_fields(), "expand")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: gallery)")
     p.add_argument("--device", default="auto", type=_device, help=DEVICE_CHOICES_HELP)
     compute = p.add_argument_group(
@@ -113,6 +98,69 @@ def cli_fields() -> list[FieldInfo]:
         for info in request_fields()
         if info.kind not in ("part", "parts") and info.spec.cli_flag(info.name) is not None
     ]
+
+
+def _add_part_flags(group: Any, fields: list[FieldInfo], prefix: str) -> None:
+    """One flag per declared setting of a part (dest ``<prefix>_<name>``)."""
+    for info in fields:
+        flag = info.spec.cli_flag(info.name)
+        assert flag is not None
+        text = info.spec.help or info.label
+        if info.kind == "bool":
+            group.add_argument(
+                flag,
+                dest=f"{prefix}_{info.name}",
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=f"{text}; default: {'on' if info.default else 'off'}",
+            )
+            continue
+        allowed = info.spec.allowed()
+        if allowed is not None:
+            text += f" ({', '.join(allowed)})"
+        if info.default not in (None, ""):
+            text += f"; default: {info.default}"
+        group.add_argument(
+            flag,
+            dest=f"{prefix}_{info.name}",
+            metavar="FILE" if info.name == "image" else info.kind.upper(),
+            type=_parser_for(info),
+            default=None,
+            help=text,
+        )
+
+
+def expand_fields() -> list[FieldInfo]:
+    """Outpainting's settings that have their own flag (the sides come in ``--expand``)."""
+    from desktop.engine.parts import ExpandSpec
+    from desktop.engine.schema import fields_of
+
+    return [info for info in fields_of(ExpandSpec) if info.spec.cli_flag(info.name)]
+
+
+def _expand(args: argparse.Namespace) -> Any:
+    """The request's outpainting from ``--expand`` and its options, or None without it."""
+    from desktop.engine.errors import RequestError
+    from desktop.engine.parts import ExpandSpec, parse_expand
+
+    given = {
+        info.name: getattr(args, f"expand_{info.name}")
+        for info in expand_fields()
+        if getattr(args, f"expand_{info.name}", None) is not None
+    }
+    sides = getattr(args, "expand_sides", None)
+    if sides is None:
+        if given:
+            flags = ", ".join(
+                info.spec.cli_flag(info.name) or ""
+                for info in expand_fields()
+                if info.name in given
+            )
+            raise RequestError(f"{flags} need --expand PIXELS (how far to grow the picture).")
+        return None
+    if getattr(args, "init_image", None) is None:
+        raise RequestError("--expand needs --init-image: the picture to grow.")
+    return ExpandSpec(**parse_expand(sides), **given)
 
 
 def mask_fields() -> list[FieldInfo]:
@@ -202,10 +250,11 @@ def build_request(args: argparse.Namespace) -> Any:
         if value is not None:
             values[field.name] = value
     values["model"] = str(info.path) if args.model else ""
-    mask = _mask(args)
-    if mask is not None:
-        return GenerationRequest.from_values(values).replace(mask=mask)
-    return GenerationRequest.from_values(values)
+    parts = {"mask": _mask(args), "expand": _expand(args)}
+    request = GenerationRequest.from_values(values)
+    if any(parts.values()):
+        request = request.replace(**{name: part for name, part in parts.items() if part})
+    return request
 
 
 class _TerminalProgress:

@@ -366,9 +366,9 @@ class Engine:
             pipe.vae, request.width * request.height >= self._loaded_plan.tiled_vae_pixels
         )
         inpaint = None
-        if request.mask is not None and request.init_image is not None:
+        if (request.mask or request.expand) and request.init_image is not None:
             inpaint = prepare_inpaint(
-                request.mask, request.init_image, request.width, request.height
+                request.mask, request.init_image, request.width, request.height, request.expand
             )
             for note in inpaint.notes:
                 warnings.append(note)
@@ -584,7 +584,7 @@ class Engine:
 
 
 #: The request's list parts this engine can run so far (each later feature adds its own).
-SUPPORTED_PARTS: frozenset[str] = frozenset({"LoRAs", "Mask"})
+SUPPORTED_PARTS: frozenset[str] = frozenset({"LoRAs", "Mask", "Outpaint"})
 
 
 def check_supported(request: GenerationRequest) -> None:

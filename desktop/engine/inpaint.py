@@ -37,7 +37,7 @@ from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
 
 from desktop.engine.errors import ImageError, RequestError
 from desktop.engine.images import DEFAULT_MAX_PIXELS, load_image, to_rgb
-from desktop.engine.parts import MaskSpec
+from desktop.engine.parts import ExpandSpec, MaskSpec
 
 #: Below this value (0..255) a mask pixel keeps the input; the rest is the repaint region.
 MASK_THRESHOLD = 8
@@ -238,39 +238,135 @@ class InpaintPlan:
         return Image.composite(placed, base, mask)
 
 
+def expand_canvas(
+    image: Image.Image, spec: ExpandSpec
+) -> tuple[Image.Image, Image.Image, Image.Image]:
+    """Outpainting's canvas: ``image`` grown by ``spec``'s sides, the new part filled as
+    ``spec.fill`` says; with the hard mask (255 on the new part) and the soft one, which
+    also fades ``spec.feather`` pixels into the picture from each grown side, so the seam
+    is repainted too and blends.
+
+    Raises:
+        ImageError: the grown picture would be larger than Sandstorm opens.
+    """
+    left, top, right, bottom = spec.sides()
+    width, height = image.size
+    size = (width + left + right, height + top + bottom)
+    if size[0] * size[1] > DEFAULT_MAX_PIXELS:
+        raise ImageError(
+            f"The expanded picture would be {size[0]}×{size[1]} pixels, more than Sandstorm "
+            f"works on ({DEFAULT_MAX_PIXELS // 1_000_000} megapixels); expand less."
+        )
+    pixels = np.asarray(image.convert("RGB"))
+    hard = np.full((size[1], size[0]), 255, dtype=np.uint8)
+    hard[top : top + height, left : left + width] = 0
+    hard_mask = Image.fromarray(hard, "L")
+    pad = ((top, bottom), (left, right), (0, 0))
+    if spec.fill == "mirror":
+        canvas = Image.fromarray(np.pad(pixels, pad, mode="symmetric"), "RGB")
+    elif spec.fill == "edge":
+        canvas = Image.fromarray(np.pad(pixels, pad, mode="edge"), "RGB")
+    else:
+        canvas = fill_masked(Image.fromarray(np.pad(pixels, pad), "RGB"), hard_mask)
+    soft = hard.astype(np.float32)
+    if spec.feather > 0:
+        ramp = np.zeros((height, width), dtype=np.float32)
+        ys, xs = np.arange(height, dtype=np.float32), np.arange(width, dtype=np.float32)
+        fade = spec.feather
+        for grown, distance in (
+            (left, xs[None, :]),
+            (right, (width - 1 - xs)[None, :]),
+            (top, ys[:, None]),
+            (bottom, (height - 1 - ys)[:, None]),
+        ):
+            if grown:
+                ramp = np.maximum(ramp, np.clip(1.0 - (distance + 0.5) / fade, 0.0, 1.0))
+        soft[top : top + height, left : left + width] = ramp * 255.0
+    soft_mask = Image.fromarray(np.clip(soft, 0, 255).round().astype(np.uint8), "L")
+    return canvas, hard_mask, soft_mask
+
+
+def work_size(region: tuple[int, int], width: int, height: int) -> tuple[int, int]:
+    """The size a whole-picture repaint of ``region`` (w, h) works at: the request's
+    ``width`` × ``height`` when the shapes match, else about as many pixels at the region's
+    own shape (multiples of 8), so the picture is never stretched."""
+    aspect = region[0] / region[1]
+    if abs(aspect / (width / height) - 1) < 0.02:
+        return width, height
+    area = width * height
+    new_width = max(64, round((area * aspect) ** 0.5 / 8) * 8)
+    new_height = max(64, round(area / new_width / 8) * 8)
+    return new_width, new_height
+
+
 def prepare_inpaint(
-    spec: MaskSpec, init_source: str | Path, width: int, height: int
+    spec: MaskSpec | None,
+    init_source: str | Path,
+    width: int,
+    height: int,
+    expand: ExpandSpec | None = None,
 ) -> InpaintPlan:
     """Read the mask and the init image and plan the job (``width`` × ``height``: the size
-    the model works at).
+    the model works at). ``expand`` grows the canvas first (outpainting): the new part and
+    its seam are repainted, with the mask's part too when there is one.
 
     Raises:
         RequestError: the mask is all black (nothing to repaint).
         ImageError: the mask or the init image cannot be read.
     """
+    if spec is None and expand is None:
+        raise RequestError("Inpainting needs a mask or a side to expand.")
     init = load_image(init_source)
-    mask, note = load_mask(spec.image, init.size)
-    notes = [note] if note else []
-    box = mask_box(mask)
-    if box is None:
-        raise RequestError(
-            "The mask is all black, so there is nothing to repaint: paint over the part to "
-            "change (white repaints), or remove the mask to run image to image."
-        )
-    soft = mask.filter(ImageFilter.GaussianBlur(spec.blur)) if spec.blur > 0 else mask.copy()
+    notes: list[str] = []
+    hard = soft = None
+    if spec is not None:
+        mask, note = load_mask(spec.image, init.size)
+        notes += [note] if note else []
+        if mask_box(mask) is None and expand is None:
+            raise RequestError(
+                "The mask is all black, so there is nothing to repaint: paint over the part "
+                "to change (white repaints), or remove the mask to run image to image."
+            )
+        hard = mask
+        soft = mask.filter(ImageFilter.GaussianBlur(spec.blur)) if spec.blur > 0 else mask.copy()
+    if expand is not None:
+        canvas, grown_hard, grown_soft = expand_canvas(init, expand)
+        offset = (expand.left, expand.top)
+        if hard is not None and soft is not None:
+            hard = _union(grown_hard, hard, offset)
+            soft = _union(grown_soft, soft, offset)
+        else:
+            hard, soft = grown_hard, grown_soft
+        init = canvas
+    assert hard is not None and soft is not None
+    box = mask_box(hard)
+    assert box is not None
+    # Outpainting alone works on the whole picture: the model needs all of it as context.
+    only_masked = spec.only_masked if spec is not None else False
+    padding = spec.padding if spec is not None else 0
+    mode = spec.mode if spec is not None else "original"
     # The feather spreads past the painted pixels: the work area must hold it too.
     soft_box = mask_box(soft) or box
-    if spec.only_masked and soft_box != (0, 0, *init.size):
-        region = crop_region(soft_box, spec.padding, init.size, width / height)
+    if only_masked and soft_box != (0, 0, *init.size):
+        region = crop_region(soft_box, padding, init.size, width / height)
+        size = (width, height)
     else:
         region = (0, 0, *init.size)
+        size = work_size(init.size, width, height)
     work = init.crop(region)
     work_mask = soft.crop(region)
-    if spec.mode == "fill":
-        work = fill_masked(work, mask.crop(region))
-    work = work.resize((width, height), Image.Resampling.LANCZOS)
-    work_mask = work_mask.resize((width, height), Image.Resampling.BILINEAR)
-    return InpaintPlan(init, soft, region, work, work_mask, spec.mode, notes)
+    if mode == "fill":
+        work = fill_masked(work, hard.crop(region))
+    work = work.resize(size, Image.Resampling.LANCZOS)
+    work_mask = work_mask.resize(size, Image.Resampling.BILINEAR)
+    return InpaintPlan(init, soft, region, work, work_mask, mode, notes)
+
+
+def _union(base: Image.Image, part: Image.Image, offset: tuple[int, int]) -> Image.Image:
+    """The lighter of ``base`` and ``part`` placed at ``offset`` on it."""
+    placed = Image.new("L", base.size, 0)
+    placed.paste(part, offset)
+    return Image.fromarray(np.maximum(np.asarray(base), np.asarray(placed)), "L")
 
 
 class LatentBlender:

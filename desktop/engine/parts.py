@@ -21,6 +21,11 @@ from desktop.engine.schema import format_value, setting, validate
 
 CONTROL_TYPES = ("canny", "scribble", "lineart", "tile", "inpaint", "control map")
 MASK_MODES = ("original", "fill", "latent noise", "latent nothing")
+#: How outpainting fills the new canvas before the repaint: the colours around smoothed
+#: ("fill"), the picture mirrored at its edge ("mirror"), its edge pixels stretched ("edge").
+EXPAND_FILLS = ("fill", "mirror", "edge")
+#: The most pixels outpainting adds on one side.
+MAX_EXPAND = 2048
 UPSCALERS_BUILTIN = ("Latent", "Lanczos")
 
 
@@ -158,6 +163,91 @@ class MaskSpec:
         _non_empty(self.image, "The mask image")
 
 
+def _expand_side(side: str) -> Any:
+    return setting(
+        0,
+        label=f"Expand {side}",
+        help=f"Pixels added on the {side} of the picture (outpainting)",
+        minimum=0,
+        maximum=MAX_EXPAND,
+        step=8,
+        unit="px",
+        cli="-",
+    )
+
+
+@dataclass(frozen=True)
+class ExpandSpec:
+    """Outpainting: grow the init image's canvas and paint the new part (and a seam into the
+    picture) with the same inpainting pass as a mask."""
+
+    left: int = _expand_side("left")
+    right: int = _expand_side("right")
+    top: int = _expand_side("top")
+    bottom: int = _expand_side("bottom")
+    fill: str = setting(
+        "fill",
+        label="Expand fill",
+        help="What the new canvas starts as: the colours around, a mirror image or the edge",
+        choices=EXPAND_FILLS,
+        cli="--expand-fill",
+    )
+    feather: int = setting(
+        32,
+        label="Seam",
+        help="How far into the picture the repaint fades out, so the join does not show",
+        minimum=0,
+        maximum=256,
+        unit="px",
+        cli="--expand-seam",
+    )
+
+    def __post_init__(self) -> None:
+        validate(self)
+        if not any(self.sides()):
+            raise RequestError("Outpainting needs at least one side to expand.")
+
+    def sides(self) -> tuple[int, int, int, int]:
+        """(left, top, right, bottom) in pixels."""
+        return (self.left, self.top, self.right, self.bottom)
+
+    def text(self) -> str:
+        """``left 0, right 256, top 0, bottom 0`` for the infotext and ``--expand``."""
+        return ", ".join(f"{side} {getattr(self, side)}" for side in EXPAND_SIDES)
+
+
+EXPAND_SIDES = ("left", "right", "top", "bottom")
+
+
+def parse_expand(text: str) -> dict[str, int]:
+    """The sides of ``--expand``: "256" (every side), "0,256,0,0" (left, right, top, bottom)
+    or "right=256,bottom=128". Raises ``RequestError`` naming what is wrong."""
+    cleaned = text.strip().lower()
+    try:
+        if "=" in cleaned or any(side in cleaned for side in EXPAND_SIDES):
+            sides = dict.fromkeys(EXPAND_SIDES, 0)
+            for item in re.split(r"[,;]\s*", cleaned):
+                name, _, value = item.replace(" ", "=", 1).partition("=")
+                if name.strip() not in sides:
+                    raise ValueError(item)
+                sides[name.strip()] = int(value.strip())
+            return sides
+        values = [int(v) for v in re.split(r"[,\s]+", cleaned) if v]
+    except ValueError as exc:
+        raise RequestError(
+            f"Cannot read the expansion “{text}”: give pixels as 256 (every side), "
+            "0,256,0,0 (left, right, top, bottom) or right=256,bottom=128."
+        ) from exc
+    if len(values) == 1:
+        values *= 4
+    if len(values) != 4:
+        raise RequestError(
+            f"The expansion “{text}” has {len(values)} numbers: give one (every side) or "
+            "four (left, right, top, bottom)."
+        )
+    return dict(zip(EXPAND_SIDES, values, strict=True))
+
+
 @dataclass(frozen=True)
 class HiresSpec:
     """Hires fix: upscale the first result, then a second img2img pass at the larger size."""
@@ -218,6 +308,16 @@ def mask_infotext(mask: MaskSpec | None) -> Pairs:
         ("Masked content", mask.mode),
         ("Inpaint area", "Only masked" if mask.only_masked else "Whole picture"),
         ("Only masked padding, pixels", str(mask.padding)),
+    ]
+
+
+def expand_infotext(expand: ExpandSpec | None) -> Pairs:
+    if expand is None:
+        return []
+    return [
+        ("Outpaint", expand.text()),
+        ("Outpaint fill", expand.fill),
+        ("Outpaint seam", str(expand.feather)),
     ]
 
 

@@ -22,7 +22,14 @@ from typing import Any
 
 from desktop.engine import schema
 from desktop.engine.errors import RequestError
-from desktop.engine.parts import ControlUnit, HiresSpec, LoraRef, MaskSpec, ReferenceImage
+from desktop.engine.parts import (
+    ControlUnit,
+    ExpandSpec,
+    HiresSpec,
+    LoraRef,
+    MaskSpec,
+    ReferenceImage,
+)
 from desktop.engine.samplers import SAMPLERS, SCHEDULES
 from desktop.engine.schema import FieldInfo, setting
 
@@ -209,6 +216,7 @@ class GenerationRequest:
     controls: tuple[ControlUnit, ...] = setting((), label="Control layers", cli="-")
     references: tuple[ReferenceImage, ...] = setting((), label="Reference images", cli="-")
     mask: MaskSpec | None = setting(None, label="Mask", cli="-", remember=False)
+    expand: ExpandSpec | None = setting(None, label="Outpaint", cli="-", remember=False)
     hires: HiresSpec | None = setting(None, label="Hires fix", cli="-")
 
     def __post_init__(self) -> None:
@@ -264,6 +272,8 @@ class GenerationRequest:
     def _check_parts(self) -> None:
         if self.mask is not None and self.init_image is None:
             raise RequestError("A mask needs an init image to repaint; add one in img2img.")
+        if self.expand is not None and self.init_image is None:
+            raise RequestError("Outpainting needs an init image to grow; add one in img2img.")
 
     # -- derived values ---------------------------------------------------------------------
     @property

@@ -81,3 +81,34 @@ def test_inpainting_mistakes_are_one_clear_line(tiny_sd, tmp_path, capsys):
         assert len(err) == 1 and err[0].startswith("sandstorm: error:"), err
         assert expected in err[0]
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").rglob("*.png"))
+
+
+def test_outpainting_grows_the_picture_by_the_sides_given(tiny_sd, tmp_path, capsys):
+    init, _ = _files(tmp_path)
+    extra = ("--init-image", str(init), "--strength", "1", "--expand", "right=32,top=16")
+    code = main(_args(tiny_sd, tmp_path, *extra, "--expand-fill", "mirror", "--expand-seam", "8"))
+    assert code == 0, capsys.readouterr().err
+    path = capsys.readouterr().out.strip()
+    with Image.open(path) as image:
+        assert image.size == (128, 80)
+        parameters = image.info["parameters"]
+        kept = np.asarray(image.convert("RGB"))[24:80, 0:88]
+    assert 'Outpaint: "left 0, right 32, top 16, bottom 0"' in parameters
+    assert "Outpaint fill: mirror, Outpaint seam: 8" in parameters
+    assert np.array_equal(kept, np.asarray(Image.open(init))[8:64, 0:88])
+
+
+def test_outpainting_mistakes_are_one_clear_line(tiny_sd, tmp_path, capsys):
+    init, _ = _files(tmp_path)
+    cases = [
+        (["--expand", "64"], "--expand needs --init-image"),
+        (["--init-image", str(init), "--expand-seam", "8"], "--expand-seam need --expand"),
+        (["--init-image", str(init), "--expand", "1,2"], "has 2 numbers"),
+        (["--init-image", str(init), "--expand", "0"], "at least one side"),
+        (["--init-image", str(init), "--expand", "9000"], "Expand left"),
+    ]
+    for extra, expected in cases:
+        assert main(_args(tiny_sd, tmp_path, *extra)) == 1, extra
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("sandstorm: error:"), err
+        assert expected in err[0]

@@ -207,3 +207,135 @@ def test_the_built_in_model_paints_a_blue_square_over_a_red_circle(engine, tmp_p
     assert blue > 180 and blue > red + 80 and blue > green + 60
     before = np.asarray(Image.open(init)).astype(int)[20:44, 20:44].reshape(-1, 3).mean(axis=0)
     assert before[0] > before[2] + 80  # it was red there
+
+
+# -- outpainting ---------------------------------------------------------------------------------
+def test_the_canvas_grows_by_each_side_with_the_seam_fading_into_the_picture():
+    from desktop.engine.inpaint import expand_canvas
+    from desktop.engine.parts import ExpandSpec
+
+    picture = Image.fromarray(
+        np.random.default_rng(1).integers(0, 256, (40, 50, 3), dtype=np.uint8), "RGB"
+    )
+    spec = ExpandSpec(left=16, right=0, top=0, bottom=24, feather=8)
+    canvas, hard, soft = expand_canvas(picture, spec)
+    assert canvas.size == hard.size == soft.size == (66, 64)
+    pixels, hard_px, soft_px = np.asarray(canvas), np.asarray(hard), np.asarray(soft)
+    assert np.array_equal(pixels[0:40, 16:66], np.asarray(picture))  # the picture, in place
+    assert (hard_px[:, :16] == 255).all() and (hard_px[40:] == 255).all()
+    assert (hard_px[0:40, 16:] == 0).all()
+    assert (soft_px[:, :16] == 255).all() and (soft_px[40:] == 255).all()
+    # The seam: 8 px into the picture from the grown sides (left, bottom), none elsewhere.
+    assert (soft_px[0:32, 24:] == 0).all()
+    assert soft_px[10, 16] > soft_px[10, 19] > soft_px[10, 22] > 0 == soft_px[10, 24]
+    assert soft_px[39, 40] > soft_px[35, 40] > 0 == soft_px[31, 40]
+
+
+@pytest.mark.parametrize("fill", ["fill", "mirror", "edge"])
+def test_each_fill_continues_the_picture(fill):
+    from desktop.engine.inpaint import expand_canvas
+    from desktop.engine.parts import ExpandSpec
+
+    picture = Image.new("RGB", (32, 32), (20, 60, 200))
+    ImageDraw.Draw(picture).rectangle((0, 0, 31, 3), fill=(250, 250, 0))  # a yellow top edge
+    canvas, _, _ = expand_canvas(picture, ExpandSpec(top=16, right=8, fill=fill))
+    pixels = np.asarray(canvas).astype(int)
+    assert canvas.size == (40, 48)
+    new_right = pixels[24:, 32:].reshape(-1, 3).mean(axis=0)
+    assert np.abs(new_right - (20, 60, 200)).max() < 40  # blue continues to the right
+    next_to_top = pixels[14:16, :32].reshape(-1, 3).mean(axis=0)
+    assert next_to_top[0] > 150 and next_to_top[2] < 120  # yellow continues above
+    if fill == "mirror":
+        assert np.array_equal(pixels[12:16, :32], pixels[16:20, :32][::-1])
+
+
+def test_the_expansion_is_read_from_the_command_line_forms():
+    from desktop.engine.parts import ExpandSpec, parse_expand
+
+    assert parse_expand("256") == dict(left=256, right=256, top=256, bottom=256)
+    assert parse_expand("0, 256, 0, 64") == dict(left=0, right=256, top=0, bottom=64)
+    assert parse_expand("right=256,bottom=128") == dict(left=0, right=256, top=0, bottom=128)
+    for bad in ("wide", "1,2", "right=abc", "middle=3"):
+        with pytest.raises(RequestError, match="expansion"):
+            parse_expand(bad)
+    with pytest.raises(RequestError, match="at least one side"):
+        ExpandSpec()
+    with pytest.raises(RequestError, match="Expand right"):
+        ExpandSpec(right=5000)
+    with pytest.raises(RequestError, match="Outpainting needs an init image"):
+        GenerationRequest(prompt="x", expand=ExpandSpec(right=64))
+
+
+def test_a_whole_picture_repaint_works_at_the_pictures_shape():
+    from desktop.engine.inpaint import work_size
+
+    assert work_size((512, 512), 512, 512) == (512, 512)
+    assert work_size((1000, 500), 512, 512) == (728, 360)
+    assert work_size((300, 900), 64, 64) == (64, 64)  # never below 64 px a side
+
+
+@pytest.mark.parametrize("with_mask", [False, True])
+def test_outpainting_grows_the_picture_and_keeps_it_past_the_seam(
+    engine, tiny_sd, tmp_path, with_mask
+):
+    from desktop.engine.parts import ExpandSpec
+
+    init = _noise_image(tmp_path / "init.png", (64, 48))
+    mask = None
+    if with_mask:
+        mask = MaskSpec(image=str(_box_mask(tmp_path / "m.png", (64, 48), (4, 4, 11, 11))), blur=0)
+    request = GenerationRequest(
+        prompt="a wide landscape",
+        model=str(tiny_sd),
+        steps=3,
+        width=64,
+        height=64,
+        seed=1,
+        init_image=str(init),
+        strength=1.0,
+        mask=mask,
+        expand=ExpandSpec(right=40, bottom=8, feather=8),
+    )
+    result = engine.generate(request)
+    out = np.asarray(result.images[0].image).astype(int)
+    original = np.asarray(Image.open(init)).astype(int)
+    assert out.shape == (56, 104, 3)
+    kept = out[:40, :56]  # farther than the seam (8 px) from the grown sides
+    if with_mask:
+        assert np.abs(kept[4:12, 4:12] - original[4:12, 4:12]).mean() > 10
+        kept[4:12, 4:12] = original[4:12, 4:12]
+    assert np.array_equal(kept, original[:40, :56])
+    assert out[:, 64:].std() > 1  # the new part is painted, not left flat
+    from desktop.engine.metadata import format_parameters
+
+    text = format_parameters(result.images[0].request)
+    assert 'Outpaint: "left 0, right 40, top 0, bottom 8", Outpaint fill: fill' in text
+
+
+def test_the_built_in_model_continues_the_background_past_the_edge(engine, tmp_path):
+    if not (paths.BUILTIN_MODEL / "model_index.json").is_file():
+        pytest.skip("no built-in model")
+    from desktop.engine.parts import ExpandSpec
+
+    model = str(paths.BUILTIN_MODEL)
+    prompt = "a big red circle on the left, blue background"
+    base = engine.generate(
+        GenerationRequest(prompt=prompt, model=model, seed=3, width=64, height=64)
+    )
+    init = tmp_path / "circle.png"
+    base.images[0].image.save(init)
+    width, height = base.images[0].image.size
+    request = GenerationRequest(
+        prompt="blue background",
+        model=model,
+        seed=5,
+        width=width,
+        height=height,
+        init_image=str(init),
+        strength=1.0,
+        expand=ExpandSpec(right=width // 2, feather=8),
+    )
+    out = np.asarray(engine.generate(request).images[0].image).astype(int)
+    assert out.shape == (height, width + width // 2, 3)
+    red, green, blue = out[:, width + 4 :].reshape(-1, 3).mean(axis=0)
+    assert blue > red + 60 and blue > green + 30  # the blue background goes on

@@ -7,6 +7,7 @@ import pytest
 from desktop.engine.errors import RequestError
 from desktop.engine.parts import (
     ControlUnit,
+    ExpandSpec,
     HiresSpec,
     LoraRef,
     MaskSpec,
@@ -20,6 +21,7 @@ PARTS = {
     "controls": (ControlUnit("canny", "/tmp/edges.png", strength=0.7, start=0.1, end=0.9),),
     "references": (ReferenceImage("/tmp/face.png", weight=0.6),),
     "mask": MaskSpec("/tmp/mask.png", blur=8, mode="fill", padding=16, only_masked=False),
+    "expand": ExpandSpec(right=256, top=64, fill="mirror", feather=16),
     "hires": HiresSpec(scale=1.5, upscaler="Lanczos", steps=8, denoise=0.4),
 }
 
@@ -31,7 +33,7 @@ def _full_request() -> GenerationRequest:
 def test_parts_are_empty_by_default_and_frozen():
     request = GenerationRequest(prompt="p")
     assert (request.loras, request.controls, request.references) == ((), (), ())
-    assert request.mask is None and request.hires is None
+    assert request.mask is None and request.expand is None and request.hires is None
     assert request.used_parts() == []
     with pytest.raises(AttributeError):
         PARTS["loras"][0].name = "x"  # type: ignore[misc]
@@ -47,6 +49,7 @@ def test_lists_become_tuples_and_round_trip_through_json():
         "Control layers",
         "Reference images",
         "Mask",
+        "Outpaint",
         "Hires fix",
     ]
 
@@ -62,6 +65,8 @@ def test_lists_become_tuples_and_round_trip_through_json():
         (lambda: ReferenceImage("/x.png", weight=-1.0), "Reference weight"),
         (lambda: MaskSpec("/m.png", mode="sideways"), "Unknown masked content"),
         (lambda: MaskSpec("/m.png", blur=2.5), "whole number"),  # type: ignore[arg-type]
+        (lambda: ExpandSpec(right=-8), "Expand right must be between"),
+        (lambda: ExpandSpec(right=8, fill="stretch"), "Unknown expand fill"),
         (lambda: HiresSpec(scale=9.0), "Hires upscale must be between"),
         (lambda: GenerationRequest(prompt="p", loras=("detail",)), "list of LoraRef"),  # type: ignore[arg-type]
         (lambda: GenerationRequest(prompt="p", mask=MaskSpec("/m.png")), "needs an init image"),
@@ -105,7 +110,7 @@ def _unsupported() -> list[str]:
 def test_engine_refuses_each_part_before_any_work(part):
     from desktop.engine.generate import check_supported
 
-    extra = {"init_image": "/tmp/init.png"} if part == "mask" else {}
+    extra = {"init_image": "/tmp/init.png"} if part in ("mask", "expand") else {}
     request = GenerationRequest(prompt="p", **{part: PARTS[part]}, **extra)
     with pytest.raises(RequestError, match="not supported yet"):
         check_supported(request)

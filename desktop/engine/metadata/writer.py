@@ -28,6 +28,7 @@ from desktop import __version__
 from desktop.engine.metadata.chunks import METADATA_VERSION, PARAMETERS_KEY, SANDSTORM_KEY
 from desktop.engine.parts import (
     controls_infotext,
+    expand_infotext,
     hires_infotext,
     mask_infotext,
     references_infotext,
@@ -121,6 +122,7 @@ def format_parameters(
     pairs += controls_infotext(request.controls)
     pairs += references_infotext(request.references)
     pairs += mask_infotext(request.mask)
+    pairs += expand_infotext(request.expand)
     pairs += hires_infotext(request.hires, request.is_img2img)
     line = ", ".join(f"{key}: {_quote_once(value)}" for key, value in pairs)
     prompt = " ".join(
