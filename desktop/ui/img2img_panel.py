@@ -2,7 +2,9 @@
 
 "Paint mask" turns the drop zone's thumbnail into a ``MaskEditor`` over the init image; the
 painted mask is saved (named by its pixels) under ``data_dir()/masks`` and reported as the
-request's ``mask``, with the mask settings edited below it.
+request's ``mask``, with the mask settings edited below it. "Outpaint" grows the canvas per
+side (pixels or a preset); the thumbnail shows the grown canvas, and the request's
+``expand`` says how.
 """
 
 from __future__ import annotations
@@ -13,8 +15,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QMimeData, QSize, Qt, Signal
+from PySide6.QtCore import QMimeData, QRect, QSize, Qt, Signal
 from PySide6.QtGui import (
+    QBrush,
+    QColor,
     QDragEnterEvent,
     QDropEvent,
     QGuiApplication,
@@ -22,6 +26,8 @@ from PySide6.QtGui import (
     QImageReader,
     QKeyEvent,
     QKeySequence,
+    QPainter,
+    QPen,
     QPixmap,
 )
 from PySide6.QtWidgets import (
@@ -41,7 +47,7 @@ from PySide6.QtWidgets import (
 
 from desktop.engine import paths
 from desktop.engine.errors import ImageError, RequestError
-from desktop.engine.parts import MaskSpec
+from desktop.engine.parts import EXPAND_SIDES, ExpandSpec, MaskSpec
 from desktop.engine.schema import fields_of
 from desktop.ui.fields import BoolEditor, Editor, SettingsPanel, changed_signal, make_editor
 from desktop.ui.inputs import can_accept, check_image, image_from_mime
@@ -53,6 +59,34 @@ IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.webp *.bmp)"
 ONLY_MASKED_AREA = 0.5
 #: Mask values from this one up are the repaint region (the engine's ``MASK_THRESHOLD``).
 MASK_VALUE_THRESHOLD = 8
+
+
+def _snap(value: float) -> int:
+    return max(0, round(value / 8) * 8)
+
+
+def _to_aspect(size: tuple[int, int], aspect: float) -> dict[str, int]:
+    """Grow the shorter way, evenly on both sides, to reach ``aspect`` (w / h)."""
+    width, height = size
+    if width / height < aspect:
+        extra = _snap(height * aspect - width)
+        return {"left": _snap(extra / 2), "right": extra - _snap(extra / 2)}
+    extra = _snap(width / aspect - height)
+    return {"top": _snap(extra / 2), "bottom": extra - _snap(extra / 2)}
+
+
+#: Outpainting presets: (label, the sides to add for an image of size (w, h)).
+EXPAND_PRESETS: tuple[tuple[str, Any], ...] = (
+    ("Every side +64 px", lambda size: dict.fromkeys(EXPAND_SIDES, 64)),
+    ("Every side +128 px", lambda size: dict.fromkeys(EXPAND_SIDES, 128)),
+    ("Left +50%", lambda size: {"left": _snap(size[0] / 2)}),
+    ("Right +50%", lambda size: {"right": _snap(size[0] / 2)}),
+    ("Top +50%", lambda size: {"top": _snap(size[1] / 2)}),
+    ("Bottom +50%", lambda size: {"bottom": _snap(size[1] / 2)}),
+    ("Wide 16:9", lambda size: _to_aspect(size, 16 / 9)),
+    ("Tall 9:16", lambda size: _to_aspect(size, 9 / 16)),
+    ("Square", lambda size: _to_aspect(size, 1.0)),
+)
 
 
 def masks_dir() -> Path:
@@ -153,7 +187,7 @@ class Img2ImgPanel(SettingsPanel):
     mask_changed = Signal()
 
     PANEL = "img2img"
-    CUSTOM = frozenset({"init_image", "strength", "mask"})
+    CUSTOM = frozenset({"init_image", "strength", "mask", "expand"})
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -259,6 +293,46 @@ class Img2ImgPanel(SettingsPanel):
         only_masked.clicked.connect(self._only_masked_clicked)
         layout.addWidget(self.mask_settings)
 
+        self.expand_settings = QGroupBox("Outpaint")
+        self.expand_settings.setObjectName("OutpaintSettings")
+        self.expand_settings.setCheckable(True)
+        self.expand_settings.setChecked(False)
+        self.expand_settings.setToolTip(
+            "Grow the picture past its edges and paint the new part (set the strength near 1)"
+        )
+        expand_form = QFormLayout(self.expand_settings)
+        expand_form.setContentsMargins(6, 6, 6, 6)
+        self.expand_preset = QComboBox()
+        self.expand_preset.setObjectName("OutpaintPreset")
+        self.expand_preset.addItem("Preset…")
+        for name, _ in EXPAND_PRESETS:
+            self.expand_preset.addItem(name)
+        expand_form.addRow("Preset", self.expand_preset)
+        self.expand_editors: dict[str, Editor] = {}
+        sides = QHBoxLayout()
+        for info in fields_of(ExpandSpec):
+            editor = make_editor(info, self.expand_settings)
+            editor.setObjectName(f"expand_{info.name}_editor")
+            changed_signal(editor).connect(lambda *_: self._expand_changed())
+            self.expand_editors[info.name] = editor
+            if info.name in EXPAND_SIDES:
+                editor.setToolTip(info.spec.help)
+                column = QVBoxLayout()
+                column.setSpacing(0)
+                column.addWidget(QLabel(info.name.capitalize()))
+                column.addWidget(editor)
+                sides.addLayout(column)
+                continue
+            if isinstance(editor, QComboBox):
+                editor.setSizeAdjustPolicy(
+                    QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
+                )
+                editor.setMinimumContentsLength(6)
+            expand_form.addRow(info.label, editor)
+            if info.name == "fill":
+                expand_form.insertRow(1, sides)
+        layout.addWidget(self.expand_settings)
+
         # Settings added to this panel later get generic editors here.
         extra = QFormLayout()
         self.add_generic_editors(extra)
@@ -273,6 +347,8 @@ class Img2ImgPanel(SettingsPanel):
         self.load_mask_button.clicked.connect(self._open_mask)
         self.alpha_button.clicked.connect(self.mask_from_alpha)
         self.mask_editor.mask_changed.connect(self._on_mask_edited)
+        self.expand_settings.toggled.connect(lambda *_: self._expand_changed())
+        self.expand_preset.activated.connect(self._apply_expand_preset)
         self.mask_editor.message.connect(self.message)
         self.strength_slider.valueChanged.connect(
             lambda v: self.strength_value.setText(f"{v / 100:.2f}")
@@ -287,6 +363,7 @@ class Img2ImgPanel(SettingsPanel):
             "init_image": self.init_image(),
             "strength": self.strength(),
             "mask": self.mask_spec(),
+            "expand": self.expand_spec(),
         }
 
     def _set_custom_values(self, values: dict[str, Any]) -> None:
@@ -298,6 +375,8 @@ class Img2ImgPanel(SettingsPanel):
         if "mask" in values:
             image_ok = path is not None and self._path is not None and self._path == Path(path)
             self._restore_mask(values["mask"], image_ok)
+        if "expand" in values:
+            self.set_expand(values["expand"])
 
     def _restore_mask(self, spec: MaskSpec | Mapping[str, Any] | None, image_ok: bool) -> None:
         """Show the mask of a request (``image_ok``: its init image is the one shown).
@@ -367,6 +446,61 @@ class Img2ImgPanel(SettingsPanel):
         if not self.has_mask():
             return None
         return MaskSpec(image=str(self._saved_mask()), **self.mask_settings_values())
+
+    # -- outpainting -----------------------------------------------------------------------
+    def expand_spec(self) -> ExpandSpec | None:
+        """How to grow the canvas, or None (outpainting off, no init image or no side)."""
+        if self._path is None or not self.expand_settings.isChecked():
+            return None
+        values = {name: editor.value_() for name, editor in self.expand_editors.items()}
+        if not any(values[side] for side in EXPAND_SIDES):
+            return None
+        return ExpandSpec(**values)
+
+    def set_expand(self, spec: ExpandSpec | Mapping[str, Any] | None) -> None:
+        """Show a request's outpainting (None turns it off)."""
+        if isinstance(spec, Mapping):
+            try:
+                spec = ExpandSpec(**spec)
+            except (RequestError, TypeError) as exc:
+                self.message.emit(f"The outpainting settings could not be restored: {exc}")
+                spec = None
+        with _signals_blocked(self.expand_settings, *self.expand_editors.values()):
+            self.expand_settings.setChecked(spec is not None)
+            for name, editor in self.expand_editors.items():
+                default = next(i.default for i in fields_of(ExpandSpec) if i.name == name)
+                editor.set_value(getattr(spec, name) if spec is not None else default)
+        self._expand_changed()
+
+    def canvas_size(self) -> tuple[int, int] | None:
+        """The size of the picture a job makes: the init image grown by the outpainting."""
+        if self._size is None:
+            return None
+        spec = self.expand_spec()
+        if spec is None:
+            return self._size
+        left, top, right, bottom = spec.sides()
+        return self._size[0] + left + right, self._size[1] + top + bottom
+
+    def _apply_expand_preset(self, index: int) -> None:
+        self.expand_preset.setCurrentIndex(0)
+        if index < 1 or self._size is None:
+            return
+        _, sides = EXPAND_PRESETS[index - 1]
+        chosen = sides(self._size)
+        with _signals_blocked(*self.expand_editors.values()):
+            for side in EXPAND_SIDES:
+                self.expand_editors[side].set_value(chosen.get(side, 0))
+        if not self.expand_settings.isChecked():
+            self.expand_settings.setChecked(True)  # comes to _expand_changed through toggled
+        else:
+            self._expand_changed()
+
+    def _expand_changed(self) -> None:
+        self._refresh()
+        if not self.is_painting():
+            self._show_thumbnail()
+        self.values_changed.emit()
 
     def is_painting(self) -> bool:
         return self.paint_button.isChecked()
@@ -497,10 +631,16 @@ class Img2ImgPanel(SettingsPanel):
         self._only_masked_touched = True
 
     def _show_thumbnail(self) -> None:
-        if self._path is not None and self.has_mask():
-            self.drop_zone.show_thumbnail(self.mask_editor.preview(QSize(THUMB, THUMB)))
-        else:
-            self.drop_zone.show_thumbnail(self._thumbnail if self._path is not None else None)
+        if self._path is None:
+            self.drop_zone.show_thumbnail(None)
+            return
+        picture = (
+            self.mask_editor.preview(QSize(THUMB, THUMB)) if self.has_mask() else self._thumbnail
+        )
+        spec = self.expand_spec()
+        if spec is not None and self._size is not None and not picture.isNull():
+            picture = _grown_thumbnail(picture, self._size, spec)
+        self.drop_zone.show_thumbnail(picture)
 
     # -- input -----------------------------------------------------------------------------
     def accept_mime(self, mime: QMimeData | None) -> bool:
@@ -569,16 +709,21 @@ class Img2ImgPanel(SettingsPanel):
 
     def _refresh(self) -> None:
         active = self._path is not None
-        self.mode_label.setText(
-            ("Mode: inpainting" if self.has_mask() else "Mode: image-to-image")
-            if active
-            else "Mode: text-to-image (drop an image to switch)"
-        )
-        self.path_label.setText(
-            f"{self._path.name}  ·  {self._size[0]}×{self._size[1]}"
-            if active and self._path is not None and self._size
-            else ""
-        )
+        grown = self.expand_spec() is not None
+        if not active:
+            mode = "text-to-image (drop an image to switch)"
+        elif grown:
+            mode = "outpainting + inpainting" if self.has_mask() else "outpainting"
+        else:
+            mode = "inpainting" if self.has_mask() else "image-to-image"
+        self.mode_label.setText(f"Mode: {mode}")
+        size_text = ""
+        if active and self._path is not None and self._size:
+            size_text = f"{self._path.name}  ·  {self._size[0]}×{self._size[1]}"
+            canvas = self.canvas_size()
+            if grown and canvas is not None:
+                size_text += f" → {canvas[0]}×{canvas[1]}"
+        self.path_label.setText(size_text)
         self.path_label.setToolTip(str(self._path) if active else "")
         self.strength_slider.setEnabled(active)
         self.use_size_button.setEnabled(active)
@@ -586,3 +731,38 @@ class Img2ImgPanel(SettingsPanel):
         for button in (self.paint_button, self.load_mask_button, self.alpha_button):
             button.setEnabled(active)
         self.mask_settings.setVisible(self.has_mask())
+        self.expand_settings.setEnabled(active)
+
+
+class _signals_blocked:
+    """Block the widgets' signals for a ``with`` block (several at once)."""
+
+    def __init__(self, *widgets: QWidget) -> None:
+        self.widgets = widgets
+        self.previous: list[bool] = []
+
+    def __enter__(self) -> None:
+        self.previous = [w.blockSignals(True) for w in self.widgets]
+
+    def __exit__(self, *exc: object) -> None:
+        for widget, was in zip(self.widgets, self.previous, strict=True):
+            widget.blockSignals(was)
+
+
+def _grown_thumbnail(picture: QPixmap, size: tuple[int, int], spec: ExpandSpec) -> QPixmap:
+    """``picture`` (the init image's thumbnail) on the grown canvas, the new part hatched."""
+    left, top, right, bottom = spec.sides()
+    canvas = (size[0] + left + right, size[1] + top + bottom)
+    scale = min(THUMB / canvas[0], THUMB / canvas[1])
+    out = QPixmap(max(1, round(canvas[0] * scale)), max(1, round(canvas[1] * scale)))
+    out.fill(QColor(70, 76, 88))
+    painter = QPainter(out)
+    painter.fillRect(out.rect(), QBrush(QColor(120, 128, 142), Qt.BrushStyle.BDiagPattern))
+    target = QRect(
+        round(left * scale), round(top * scale), round(size[0] * scale), round(size[1] * scale)
+    )
+    painter.drawPixmap(target, picture)
+    painter.setPen(QPen(QColor(230, 180, 60), 1, Qt.PenStyle.DashLine))
+    painter.drawRect(target.adjusted(0, 0, -1, -1))
+    painter.end()
+    return out

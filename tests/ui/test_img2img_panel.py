@@ -378,3 +378,50 @@ def test_paste_over_the_mask_editor_replaces_the_image(qtbot, panel, png):
     QTest.keyClick(panel.mask_editor.view, Qt.Key.Key_V, Qt.KeyboardModifier.ControlModifier)
     assert panel.image_size() == (40, 30)
     assert not panel.has_mask() and panel.mask_editor.image_size() == (40, 30)
+
+
+# -- outpainting -------------------------------------------------------------------------------
+def test_outpaint_presets_and_sides_become_the_request_expand(qtbot, panel, png):
+    from desktop.engine.parts import ExpandSpec
+    from desktop.ui.img2img_panel import EXPAND_PRESETS
+
+    assert not panel.expand_settings.isEnabled()  # no init image yet
+    panel.set_image(png)  # 100×60
+    assert panel.values()["expand"] is None and panel.canvas_size() == (100, 60)
+    names = [name for name, _ in EXPAND_PRESETS]
+    with qtbot.waitSignal(panel.values_changed):
+        panel.expand_preset.activated.emit(names.index("Right +50%") + 1)
+    assert panel.expand_settings.isChecked()
+    assert panel.expand_spec() == ExpandSpec(right=48)
+    assert panel.canvas_size() == (148, 60)
+    assert "Mode: outpainting" in panel.mode_label.text()
+    assert "100×60 → 148×60" in panel.path_label.text()
+    thumb = panel.drop_zone.label.pixmap()
+    assert abs(thumb.width() / thumb.height() - 148 / 60) < 0.05  # the grown canvas
+
+    panel.expand_preset.activated.emit(names.index("Wide 16:9") + 1)
+    spec = panel.expand_spec()
+    assert spec is not None and (spec.top, spec.bottom) == (0, 0)
+    assert abs((100 + spec.left + spec.right) / 60 - 16 / 9) < 0.1
+    panel.expand_editors["top"].set_value(32)
+    panel.expand_editors["fill"].set_value("mirror")
+    request = request_from(panel)
+    assert request.expand is not None and request.expand.top == 32
+    assert request.expand.fill == "mirror"
+
+    panel.expand_settings.setChecked(False)
+    assert panel.values()["expand"] is None and "image-to-image" in panel.mode_label.text()
+
+
+def test_set_values_restores_and_clears_the_outpainting(qtbot, panel, png):
+    from desktop.engine.parts import ExpandSpec
+
+    spec = ExpandSpec(left=16, bottom=24, fill="edge", feather=12)
+    panel.set_values({"init_image": str(png), "expand": spec})
+    assert panel.expand_spec() == spec
+    panel.set_values({"expand": {"left": 16, "fill": "sideways"}})
+    assert panel.expand_spec() is None
+    panel.set_values({"expand": spec.__dict__})
+    assert panel.expand_spec() == spec
+    panel.set_values({"expand": None})
+    assert not panel.expand_settings.isChecked()
