@@ -54,6 +54,8 @@ from desktop.ui.inputs import can_accept, check_image, image_from_mime
 from desktop.ui.mask_editor import MaskEditor
 
 THUMB = 220
+#: The least height of the drop zone while the mask editor is in it (toolbars and view).
+EDITOR_MIN_HEIGHT = 340
 IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.webp *.bmp)"
 #: "Only masked" defaults to on while the painted box covers less than this share of the image.
 ONLY_MASKED_AREA = 0.5
@@ -300,7 +302,13 @@ class Img2ImgPanel(SettingsPanel):
         self.expand_settings.setToolTip(
             "Grow the picture past its edges and paint the new part (set the strength near 1)"
         )
-        expand_form = QFormLayout(self.expand_settings)
+        # The settings show only while outpainting is on: the mask editor keeps the room.
+        self.expand_body = QWidget(self.expand_settings)
+        box_layout = QVBoxLayout(self.expand_settings)
+        box_layout.setContentsMargins(0, 0, 0, 0)
+        box_layout.addWidget(self.expand_body)
+        self.expand_body.setVisible(False)
+        expand_form = QFormLayout(self.expand_body)
         expand_form.setContentsMargins(6, 6, 6, 6)
         self.expand_preset = QComboBox()
         self.expand_preset.setObjectName("OutpaintPreset")
@@ -311,7 +319,7 @@ class Img2ImgPanel(SettingsPanel):
         self.expand_editors: dict[str, Editor] = {}
         sides = QHBoxLayout()
         for info in fields_of(ExpandSpec):
-            editor = make_editor(info, self.expand_settings)
+            editor = make_editor(info, self.expand_body)
             editor.setObjectName(f"expand_{info.name}_editor")
             changed_signal(editor).connect(lambda *_: self._expand_changed())
             self.expand_editors[info.name] = editor
@@ -497,6 +505,7 @@ class Img2ImgPanel(SettingsPanel):
             self._expand_changed()
 
     def _expand_changed(self) -> None:
+        self.expand_body.setVisible(self.expand_settings.isChecked())
         self._refresh()
         if not self.is_painting():
             self._show_thumbnail()
@@ -512,6 +521,9 @@ class Img2ImgPanel(SettingsPanel):
             self.paint_button.setChecked(on)  # comes back here through toggled
             return
         self.drop_zone.show_editor(on)
+        # Room to paint: the dock grows (the docks beside it give way) while the editor shows.
+        self.drop_zone.setMinimumHeight(EDITOR_MIN_HEIGHT if on else 0)
+        self._refresh()
         if on:
             self.mask_editor.view.setFocus(Qt.FocusReason.OtherFocusReason)
         else:
@@ -730,7 +742,8 @@ class Img2ImgPanel(SettingsPanel):
         self.clear_button.setEnabled(active)
         for button in (self.paint_button, self.load_mask_button, self.alpha_button):
             button.setEnabled(active)
-        self.mask_settings.setVisible(self.has_mask())
+        # Shown from the moment painting starts, so the first stroke does not move the view.
+        self.mask_settings.setVisible(self.has_mask() or (active and self.is_painting()))
         self.expand_settings.setEnabled(active)
 
 

@@ -210,6 +210,7 @@ class MainWindow(QMainWindow):
         self.prompt_panel.model_changed.connect(self._on_model_changed)
         self.img2img_panel.message.connect(lambda text: self.show_message(text, "warning"))
         self.img2img_panel.image_changed.connect(self._on_init_image)
+        self.img2img_panel.values_changed.connect(self._update_generate_label)
         self.img2img_panel.use_size_requested.connect(self._use_image_size)
         self.queue_view.remove_requested.connect(self.remove_job)
         self.queue_view.cancel_all_requested.connect(self.cancel_all)
@@ -549,12 +550,24 @@ class MainWindow(QMainWindow):
     # -- img2img ---------------------------------------------------------------------------
     def _on_init_image(self, path: str | None) -> None:
         mode = "image-to-image" if path else "text-to-image"
-        self.generate_button.setText("Generate (img2img)" if path else "Generate")
+        self._update_generate_label()
         self.statusBar().showMessage(f"Switched to {mode}.", 3000)
         if path:
             # Like PNG info / recall elsewhere: an image that carries generation settings
             # offers them (non-blocking); the drop itself already set it up for img2img.
             self.offer_stored_parameters(path)
+
+    def _update_generate_label(self) -> None:
+        """The Generate button names the kind of job: img2img, inpaint, outpaint."""
+        panel = self.img2img_panel
+        if panel.init_image() is None:
+            self.generate_button.setText("Generate")
+        elif panel.expand_spec() is not None:
+            self.generate_button.setText("Generate (outpaint)")
+        elif panel.has_mask():
+            self.generate_button.setText("Generate (inpaint)")
+        else:
+            self.generate_button.setText("Generate (img2img)")
 
     def offer_stored_parameters(self, path: str) -> bool:
         """If the image at ``path`` carries generation settings, offer "Use its parameters"

@@ -186,6 +186,8 @@ def test_paint_mask_shows_the_editor_over_the_init_image(qtbot, panel, png):
     assert panel.drop_zone.stack.currentWidget() is panel.mask_editor
     assert panel.mask_editor.image_size() == (100, 60)
     assert panel.mask_editor.isVisible() and panel.mask_editor.view.width() > 100
+    # The mask settings are there before the first stroke: painting does not move the view.
+    assert panel.mask_settings.isVisible()
     panel.paint_button.click()
     assert panel.drop_zone.stack.currentWidget() is panel.drop_zone.label
 
@@ -388,10 +390,11 @@ def test_outpaint_presets_and_sides_become_the_request_expand(qtbot, panel, png)
     assert not panel.expand_settings.isEnabled()  # no init image yet
     panel.set_image(png)  # 100×60
     assert panel.values()["expand"] is None and panel.canvas_size() == (100, 60)
+    assert not panel.expand_body.isVisible()  # folded away while off: room for the mask
     names = [name for name, _ in EXPAND_PRESETS]
     with qtbot.waitSignal(panel.values_changed):
         panel.expand_preset.activated.emit(names.index("Right +50%") + 1)
-    assert panel.expand_settings.isChecked()
+    assert panel.expand_settings.isChecked() and panel.expand_body.isVisible()
     assert panel.expand_spec() == ExpandSpec(right=48)
     assert panel.canvas_size() == (148, 60)
     assert "Mode: outpainting" in panel.mode_label.text()

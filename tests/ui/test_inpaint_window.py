@@ -60,6 +60,7 @@ def test_a_brushed_mask_repaints_only_there_and_reuse_brings_it_back(qtbot, wind
     win.img2img_panel.set_strength(1.0)
     _brush(win, (32, 16, 64, 48))
     assert win.img2img_panel.has_mask() and "inpainting" in win.img2img_panel.mode_label.text()
+    assert win.generate_button.text() == "Generate (inpaint)"
     request = win.build_request()
     assert request.mask is not None
 
@@ -95,6 +96,7 @@ def test_an_outpaint_preset_grows_the_picture(qtbot, window, init_png):
     names = [name for name, _ in EXPAND_PRESETS]
     win.img2img_panel.expand_preset.activated.emit(names.index("Bottom +50%") + 1)
     assert win.build_request().expand is not None
+    assert win.generate_button.text() == "Generate (outpaint)"
 
     out = np.asarray(Image.open(_generate(qtbot, win)).convert("RGB"))
     assert out.shape == (96, 96, 3)
