@@ -35,6 +35,7 @@ from PySide6.QtWidgets import (
     QFileDialog,
     QFormLayout,
     QFrame,
+    QGridLayout,
     QGroupBox,
     QHBoxLayout,
     QLabel,
@@ -317,7 +318,9 @@ class Img2ImgPanel(SettingsPanel):
             self.expand_preset.addItem(name)
         expand_form.addRow("Preset", self.expand_preset)
         self.expand_editors: dict[str, Editor] = {}
-        sides = QHBoxLayout()
+        # Two sides a row, so the dock is no wider with outpainting on than off.
+        sides = QGridLayout()
+        sides.setHorizontalSpacing(4)
         for info in fields_of(ExpandSpec):
             editor = make_editor(info, self.expand_body)
             editor.setObjectName(f"expand_{info.name}_editor")
@@ -325,11 +328,11 @@ class Img2ImgPanel(SettingsPanel):
             self.expand_editors[info.name] = editor
             if info.name in EXPAND_SIDES:
                 editor.setToolTip(info.spec.help)
-                column = QVBoxLayout()
-                column.setSpacing(0)
-                column.addWidget(QLabel(info.name.capitalize()))
-                column.addWidget(editor)
-                sides.addLayout(column)
+                editor.setMinimumWidth(0)
+                row, column = divmod(EXPAND_SIDES.index(info.name), 2)
+                sides.addWidget(QLabel(info.name.capitalize()), row, column * 2)
+                sides.addWidget(editor, row, column * 2 + 1)
+                sides.setColumnStretch(column * 2 + 1, 1)
                 continue
             if isinstance(editor, QComboBox):
                 editor.setSizeAdjustPolicy(
