@@ -540,14 +540,21 @@ class MaskEditor(QWidget):
         if self._image is None:
             self.message.emit("Set an init image before loading a mask for it.")
             return False
-        from desktop.engine.inpaint import load_mask
+        from desktop.engine.inpaint import MASK_THRESHOLD, load_mask
 
         try:
             mask, note = load_mask(path, (self._image.width(), self._image.height()))
         except ImageError as exc:
             self.message.emit(str(exc))
             return False
-        self._apply_array(np.asarray(mask.convert("L"), dtype=np.uint8))
+        values = np.asarray(mask.convert("L"), dtype=np.uint8)
+        if not (values >= MASK_THRESHOLD).any():
+            self.message.emit(
+                f"The mask {Path(path).name} is all black, so there is nothing to repaint "
+                "(white repaints); the mask was left as it was."
+            )
+            return False
+        self._apply_array(values)
         if note:
             self.message.emit(note)
         return True

@@ -105,3 +105,39 @@ def test_an_outpaint_preset_grows_the_picture(qtbot, window, init_png):
     assert np.array_equal(out[: 64 - seam], original[: 64 - seam])
     assert out[64:].std() > 1
     assert win.worker.isRunning()
+
+
+def test_each_bad_mask_says_why_in_the_window_and_the_next_job_runs(
+    qtbot, window, init_png, tmp_path
+):
+    win = window
+    panel = win.img2img_panel
+    # No init image: the mask buttons are off, and loading says what is missing.
+    assert not panel.paint_button.isEnabled() and not panel.load_mask_button.isEnabled()
+    assert not panel.load_mask_file(tmp_path / "any.png")
+    assert "Add an init image" in win.message_bar.text()
+
+    assert win.set_init_image(str(init_png))  # 96×64
+    text = tmp_path / "mask.txt"
+    text.write_text("white = repaint")
+    assert not panel.load_mask_file(text)
+    assert "mask.txt is not an image file" in win.message_bar.text()
+    black = tmp_path / "black.png"
+    Image.new("L", (96, 64), 0).save(black)
+    assert not panel.load_mask_file(black)
+    assert "all black" in win.message_bar.text() and not panel.has_mask()
+
+    small = tmp_path / "small.png"
+    square = Image.new("L", (48, 32), 0)
+    square.paste(255, (12, 8, 36, 24))
+    square.save(small)
+    assert panel.load_mask_file(small)
+    assert "scaled" in win.message_bar.text() and panel.has_mask()
+    _generate(qtbot, win)
+
+    white = tmp_path / "white.png"
+    Image.new("L", (96, 64), 255).save(white)
+    assert panel.load_mask_file(white)
+    out = np.asarray(Image.open(_generate(qtbot, win)).convert("RGB")).astype(int)
+    assert np.abs(out - np.asarray(Image.open(init_png))).mean() > 10  # works as img2img
+    assert win.worker.isRunning()
