@@ -28,6 +28,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from desktop.engine.control import ControlHook, ControlLibrary  # noqa: E402
 from desktop.engine.devices import (  # noqa: E402
     ComputeOptions,
     ComputePlan,
@@ -199,6 +200,7 @@ class Engine:
         self._loaded_plan: ComputePlan = self.plan
         self._loras: LoraState | None = None
         self._embeddings = EmbeddingLibrary()
+        self._controls = ControlLibrary()
 
     # -- model cache -------------------------------------------------------------------
     @property
@@ -374,6 +376,7 @@ class Engine:
                 warnings.append(note)
                 progress.warn(note)
         kwargs, blender = self._pipeline_kwargs(request, loaded, inpaint)
+        control = self._control_hook(request, loaded, inpaint, warnings, progress)
         with torch.inference_mode():
             conditioning = Conditioning.build(pipe, request, embeddings)
         for warning in conditioning.warnings:
@@ -384,10 +387,10 @@ class Engine:
         # VAE can run in its own number format and be retried in fp32.
         progress.set_status("Generating…")
         callback = self._step_callback(
-            progress, recorder, started, timings, conditioning, blender, inpaint
+            progress, recorder, started, timings, conditioning, blender, inpaint, control
         )
         try:
-            with torch.inference_mode():
+            with torch.inference_mode(), control.installed(pipe.unet):
                 begun = time.perf_counter()
                 output = pipe(**kwargs, callback_on_step_end=callback, output_type="latent")
                 timings.pipeline_s = time.perf_counter() - begun
@@ -422,6 +425,37 @@ class Engine:
             timings.total_s,
             timings,
         )
+
+    def _control_hook(
+        self,
+        request: GenerationRequest,
+        loaded: Any,
+        inpaint: InpaintPlan | None,
+        warnings: list[str],
+        progress: Progress,
+    ) -> ControlHook:
+        """The request's control layers, loaded and ready to run beside the UNet."""
+        if not request.controls:
+            return ControlHook([], request.denoising_steps)
+        progress.set_status("Preparing control layers…")
+        size = inpaint.work_image.size if inpaint is not None else (request.width, request.height)
+        unet = loaded.txt2img.unet
+        notes: list[str] = []
+        units = self._controls.prepare(
+            request.controls,
+            loaded.info.family,
+            size,
+            unet.dtype,
+            str(loaded.device),
+            self.sources(),
+            inpaint,
+            notes,
+            int(unet.config.cross_attention_dim),
+        )
+        for note in notes:
+            warnings.append(note)
+            progress.warn(note)
+        return ControlHook(units, request.denoising_steps)
 
     def _decode(
         self, loaded: Any, latents: torch.Tensor, warnings: list[str], progress: Progress
@@ -547,6 +581,7 @@ class Engine:
         conditioning: Conditioning,
         blender: LatentBlender | None = None,
         inpaint: InpaintPlan | None = None,
+        control: ControlHook | None = None,
     ) -> Any:
         previewer = self._previewer
 
@@ -570,6 +605,8 @@ class Engine:
             progress.set_progress(StepUpdate(progress.job_id, index + 1, total, elapsed, preview))
             # Prompt editing and alternation: the next step's embeddings, when they change.
             changes = conditioning.switch(pipe, index + 1)
+            if control is not None:
+                control.set_step(index + 1)  # control layers outside their range stop
             if blender is not None:
                 # Soft per-step masking: outside the mask, the init image at this noise level.
                 changes["latents"] = blender.blend(pipe.scheduler, tensors["latents"])
@@ -584,7 +621,7 @@ class Engine:
 
 
 #: The request's list parts this engine can run so far (each later feature adds its own).
-SUPPORTED_PARTS: frozenset[str] = frozenset({"LoRAs", "Mask", "Outpaint"})
+SUPPORTED_PARTS: frozenset[str] = frozenset({"LoRAs", "Mask", "Outpaint", "Control layers"})
 
 
 def check_supported(request: GenerationRequest) -> None:

@@ -20,6 +20,8 @@ from desktop.engine.errors import RequestError
 from desktop.engine.schema import format_value, setting, validate
 
 CONTROL_TYPES = ("canny", "scribble", "lineart", "tile", "inpaint", "control map")
+#: AUTOMATIC1111's ways of fitting a control image of another shape to the picture.
+CONTROL_RESIZE_MODES = ("Crop and Resize", "Just Resize", "Resize and Fill")
 MASK_MODES = ("original", "fill", "latent noise", "latent nothing")
 #: How outpainting fills the new canvas before the repaint: the colours around smoothed
 #: ("fill"), the picture mirrored at its edge ("mirror"), its edge pixels stretched ("edge").
@@ -94,6 +96,12 @@ class ControlUnit:
     strength: float = setting(1.0, label="Control strength", minimum=0.0, maximum=2.0, step=0.05)
     start: float = setting(0.0, label="Control start", minimum=0.0, maximum=1.0, step=0.05)
     end: float = setting(1.0, label="Control end", minimum=0.0, maximum=1.0, step=0.05)
+    resize: str = setting(
+        "Crop and Resize",
+        label="Resize mode",
+        help="How a control image of another shape is fitted to the picture",
+        choices=CONTROL_RESIZE_MODES,
+    )
 
     def __post_init__(self) -> None:
         validate(self)
@@ -281,6 +289,7 @@ def controls_infotext(units: tuple[ControlUnit, ...]) -> Pairs:
                     ("Module", u.type),
                     ("Model", u.model or "None"),
                     ("Weight", format_value(u.strength)),
+                    ("Resize Mode", u.resize),
                     ("Guidance Start", format_value(u.start)),
                     ("Guidance End", format_value(u.end)),
                 ]

@@ -265,7 +265,10 @@ def test_parts_without_image_paths_stay_in_extras_from_the_infotext() -> None:
     request = _all_parts_request()
     text = format_parameters(request)
     line = text.splitlines()[-1]
-    assert 'ControlNet 0: "Module: canny, Model: None, Weight: 0.8, Guidance Start: 0.1, ' in line
+    assert (
+        'ControlNet 0: "Module: canny, Model: None, Weight: 0.8, Resize Mode: Crop and Resize, '
+        "Guidance Start: 0.1, "
+    ) in line
     assert 'IP-Adapter 0: "Model: ip-adapter_sd15, Weight: 0.5"' in line
     assert "Mask blur: 8, Masked content: fill, Inpaint area: Whole picture, " in line
     # img2img: "Denoising strength" is the img2img strength, written once.
@@ -278,8 +281,8 @@ def test_parts_without_image_paths_stay_in_extras_from_the_infotext() -> None:
     assert (read.controls, read.references, read.mask) == ((), (), None)
     assert read.hires is not None and read.hires.scale == 2.0
     assert meta.extras["ControlNet 1"] == (
-        "Module: tile, Model: control_v11f1e_sd15_tile, Weight: 1, Guidance Start: 0, "
-        "Guidance End: 1"
+        "Module: tile, Model: control_v11f1e_sd15_tile, Weight: 1, "
+        "Resize Mode: Crop and Resize, Guidance Start: 0, Guidance End: 1"
     )
     assert meta.extras["IP-Adapter 0"] == "Model: ip-adapter_sd15, Weight: 0.5"
     assert meta.extras["Masked content"] == "fill"

@@ -125,7 +125,7 @@ def test_engine_generate_refuses_unsupported_parts_without_loading(tmp_path):
         prompt="p", model=str(tmp_path / "missing"), **PARTS, init_image="/i"
     )
     with pytest.raises(
-        RequestError, match=r"^Control layers, .* and Hires fix are not supported yet"
+        RequestError, match=r"^Reference images and Hires fix are not supported yet"
     ):
         engine.generate(request)
     assert engine.loads == 0

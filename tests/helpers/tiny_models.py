@@ -142,3 +142,40 @@ def build_tiny_sdxl(folder: Path, seed: int = 0, in_channels: int = 4) -> Path:
 def mark_native_size(folder: Path, size: int = 64) -> None:
     """Tell discovery the tiny model's native size so defaults stay tiny."""
     (folder / "sandstorm.json").write_text(json.dumps({"native_size": size}))
+
+
+def build_tiny_controlnet(
+    unet_folder: Path, target: Path, seed: int = 0, fresh: bool = True, single_file: bool = False
+) -> Path:
+    """A ControlNet for the tiny model whose UNet is in ``unet_folder`` (its config, its
+    context width). ``fresh``: zero output convolutions, as a new ControlNet has (its output
+    changes nothing); otherwise random ones, so it steers. Written as a diffusers folder, or
+    with ``single_file`` as one diffusers-layout ``.safetensors`` file."""
+    import inspect
+    import json
+
+    import torch
+    from diffusers import ControlNetModel
+
+    config = json.loads((unet_folder / "unet" / "config.json").read_text())
+    allowed = set(inspect.signature(ControlNetModel.__init__).parameters) - {"self"}
+    settings = {k: v for k, v in config.items() if k in allowed}
+    settings["conditioning_embedding_out_channels"] = (8, 8, 16, 16)
+    torch.manual_seed(seed)
+    net = ControlNetModel(**settings)
+    if not fresh:
+        generator = torch.Generator().manual_seed(seed + 1)
+        with torch.no_grad():
+            for module in [*net.controlnet_down_blocks, net.controlnet_mid_block]:
+                module.weight.copy_(torch.randn(module.weight.shape, generator=generator) * 0.5)
+            conv = net.controlnet_cond_embedding.conv_out
+            conv.weight.copy_(torch.randn(conv.weight.shape, generator=generator) * 0.2)
+    if single_file:
+        from safetensors.torch import save_file
+
+        target.parent.mkdir(parents=True, exist_ok=True)
+        state = {k: v.contiguous() for k, v in net.state_dict().items()}
+        save_file(state, str(target))
+        return target
+    net.save_pretrained(target, safe_serialization=True)
+    return target
