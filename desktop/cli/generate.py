@@ -49,6 +49,18 @@ def add_parser(sub: Any) -> None:
         )
     inpaint = p.add_argument_group("inpainting", "repaint part of --init-image")
     _add_part_flags(inpaint, mask_fields(), "mask")
+    control = p.add_argument_group("control layers", "steer the picture with control images")
+    control.add_argument(
+        "--control",
+        dest="controls",
+        nargs="+",
+        action="append",
+        metavar="ARG",
+        default=None,
+        help="TYPE IMAGE [strength=1] [start=0] [end=1] [model=NAME] [resize=MODE]; repeat "
+        "for several layers. TYPE: canny, scribble, lineart, tile, inpaint, control map "
+        "(quote it); the ControlNet suggested for TYPE is used unless model= names one",
+    )
     outpaint = p.add_argument_group("outpainting", "grow --init-image's canvas and paint the rest")
     outpaint.add_argument(
         "--expand",
@@ -163,6 +175,37 @@ def _expand(args: argparse.Namespace) -> Any:
     return ExpandSpec(**parse_expand(sides), **given)
 
 
+def _controls(args: argparse.Namespace) -> Any:
+    """The request's control layers from each ``--control TYPE IMAGE [key=value ...]``."""
+    from desktop.engine.errors import RequestError
+    from desktop.engine.parts import ControlUnit
+    from desktop.engine.schema import fields_of, parse_text
+
+    given = getattr(args, "controls", None) or []
+    fields = {info.name: info for info in fields_of(ControlUnit)}
+    options = [name for name in fields if name not in ("type", "image")]
+    units = []
+    for index, items in enumerate(given, start=1):
+        if len(items) < 2:
+            raise RequestError(
+                f"--control {index} needs a type and an image: --control scribble sketch.png"
+            )
+        values: dict[str, Any] = {"type": items[0], "image": items[1]}
+        for item in items[2:]:
+            name, sep, text = item.partition("=")
+            if not sep or name not in options:
+                raise RequestError(
+                    f"--control {index}: cannot read “{item}”; give "
+                    + ", ".join(f"{o}=…" for o in options)
+                )
+            try:
+                values[name] = parse_text(fields[name], text)
+            except ValueError as exc:
+                raise RequestError(f"--control {index}: {fields[name].label}: {exc}") from exc
+        units.append(ControlUnit(**values))
+    return tuple(units) or None
+
+
 def mask_fields() -> list[FieldInfo]:
     """The mask's settings (``--mask FILE`` and how it is used), in declaration order."""
     from desktop.engine.parts import MaskSpec
@@ -250,7 +293,7 @@ def build_request(args: argparse.Namespace) -> Any:
         if value is not None:
             values[field.name] = value
     values["model"] = str(info.path) if args.model else ""
-    parts = {"mask": _mask(args), "expand": _expand(args)}
+    parts = {"mask": _mask(args), "expand": _expand(args), "controls": _controls(args)}
     request = GenerationRequest.from_values(values)
     if any(parts.values()):
         request = request.replace(**{name: part for name, part in parts.items() if part})

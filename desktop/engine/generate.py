@@ -11,6 +11,7 @@ a request on another model releases the old one first, so memory returns.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import gc
 import time
@@ -377,6 +378,10 @@ class Engine:
                 progress.warn(note)
         kwargs, blender = self._pipeline_kwargs(request, loaded, inpaint)
         control = self._control_hook(request, loaded, inpaint, warnings, progress)
+        if control.units:
+            # The results record the ControlNet each layer used (the suggested one by name).
+            named = tuple(dataclasses.replace(p.unit, model=p.name) for p in control.units)
+            request = dataclasses.replace(request, controls=named)
         with torch.inference_mode():
             conditioning = Conditioning.build(pipe, request, embeddings)
         for warning in conditioning.warnings:
