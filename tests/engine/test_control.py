@@ -296,3 +296,25 @@ def test_each_controlnet_problem_names_the_file_before_any_sampling(
         engine.generate(_request(tiny_sd, controls=(unit,)))
     assert expected in str(caught.value)
     engine._controls = ControlLibrary()
+
+
+@pytest.mark.parametrize("prefix", ["control_model.", ""])
+def test_an_original_layout_file_loads_with_the_shipped_kind_of_config(
+    engine, tiny_sd, tmp_path, prefix
+):
+    from diffusers import ControlNetModel
+    from safetensors.torch import save_file
+
+    from tests.helpers.ldm import controlnet_to_ldm
+
+    folder = build_tiny_controlnet(tiny_sd, tmp_path / "tiny_config", fresh=False, seed=4)
+    original = ControlNetModel.from_pretrained(str(folder))
+    path = _controlnet_dir() / "control_tiny_scribble.safetensors"
+    save_file(controlnet_to_ldm(original.state_dict(), prefix), str(path))
+    item = describe_file(path)
+    assert item.layout == ("original" if prefix else "original-unprefixed"), item
+    library = ControlLibrary(configs={32: folder})
+    net = library.load(item, engine.dtype, "cpu")
+    ours, theirs = net.state_dict(), original.state_dict()
+    assert ours.keys() == theirs.keys()
+    assert all(np.array_equal(ours[k].numpy(), theirs[k].numpy()) for k in ours)

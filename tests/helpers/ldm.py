@@ -165,3 +165,35 @@ def make_config_root(pipeline_folder: Path, root: Path, name: str = "sd15") -> P
         (target / sub).mkdir()
         shutil.copyfile(pipeline_folder / sub / "config.json", target / sub / "config.json")
     return root
+
+
+def controlnet_to_ldm(state: dict[str, torch.Tensor], prefix: str = "control_model.") -> dict:
+    """Map a diffusers ``ControlNetModel`` state dict to the original layout
+    (``control_model.*``; ``prefix=""`` gives the v1.1 files' unprefixed keys). The inverse
+    of diffusers' ``convert_controlnet_checkpoint``."""
+    layout = UnetLayout(state)
+    blocks = 1 + max(
+        int(m.group(1))
+        for k in state
+        if (m := re.match(r"controlnet_cond_embedding\.blocks\.(\d+)\.", k))
+    )
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        if key.startswith("controlnet_cond_embedding."):
+            rest = key.removeprefix("controlnet_cond_embedding.")
+            if rest.startswith("conv_in."):
+                new = "input_hint_block.0." + rest.removeprefix("conv_in.")
+            elif rest.startswith("conv_out."):
+                new = f"input_hint_block.{2 * (blocks + 1)}." + rest.removeprefix("conv_out.")
+            else:
+                index, _, leaf = rest.removeprefix("blocks.").partition(".")
+                new = f"input_hint_block.{2 * (int(index) + 1)}.{leaf}"
+        elif key.startswith("controlnet_down_blocks."):
+            index, _, leaf = key.removeprefix("controlnet_down_blocks.").partition(".")
+            new = f"zero_convs.{index}.0.{leaf}"
+        elif key.startswith("controlnet_mid_block."):
+            new = "middle_block_out.0." + key.removeprefix("controlnet_mid_block.")
+        else:
+            new = unet_ldm_key(key, layout)
+        out[prefix + new] = value.detach().clone().contiguous()
+    return out
