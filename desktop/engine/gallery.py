@@ -64,6 +64,8 @@ STALE_TEMP_SECONDS = 600
 INDEX_NAME = "gallery.sqlite3"
 #: The gallery's copies of inpainting masks (hidden, so never listed as images), by content.
 MASKS_FOLDER = ".masks"
+#: The same for control layers' images.
+CONTROLS_FOLDER = ".controls"
 #: Version of the file columns and their meaning; part of the schema signature.
 SCHEMA_VERSION = 2
 #: Rows written per lock hold while syncing (the GUI thread's searches slip in between).
@@ -521,7 +523,7 @@ class Gallery:
         """
         if request.seed == -1:
             raise RequestError("Resolve the seed before saving: the saved settings must match.")
-        request = self.keep_mask(request)
+        request = self.keep_part_images(request)
         if model_hash is None and model is not None:
             # The first hash of a large model takes seconds; later ones come from the cache.
             model_hash = safe_model_hash(model)
@@ -566,15 +568,28 @@ class Gallery:
             self._upsert([row])
         return GalleryItem.from_row(row)
 
-    def keep_mask(self, request: GenerationRequest) -> GenerationRequest:
-        """The request with its inpainting mask copied into the gallery (``.masks/``, named
-        by content, so a batch shares one copy): "Reuse" then restores the mask even after
-        the file it was painted to or loaded from is gone. A mask that cannot be copied
-        leaves the request as it is; the image is saved all the same."""
-        if request.mask is None:
-            return request
-        source = Path(request.mask.image)
-        folder = self.root / MASKS_FOLDER
+    def keep_part_images(self, request: GenerationRequest) -> GenerationRequest:
+        """The request with its inpainting mask and control images copied into the gallery
+        (``.masks/``, ``.controls/``, named by content, so a batch shares one copy):
+        "Reuse" then restores them even after the files they were painted to, drawn in or
+        loaded from are gone. A file that cannot be copied leaves its path as it was; the
+        image is saved all the same."""
+        if request.mask is not None:
+            kept = self._keep_file(Path(request.mask.image), MASKS_FOLDER)
+            if kept is not None:
+                mask = dataclasses.replace(request.mask, image=str(kept))
+                request = dataclasses.replace(request, mask=mask)
+        if request.controls:
+            units = []
+            for unit in request.controls:
+                kept = self._keep_file(Path(unit.image), CONTROLS_FOLDER)
+                units.append(unit if kept is None else dataclasses.replace(unit, image=str(kept)))
+            request = dataclasses.replace(request, controls=tuple(units))
+        return request
+
+    def _keep_file(self, source: Path, folder_name: str) -> Path | None:
+        """A copy of ``source`` in the gallery's hidden ``folder_name``, by content."""
+        folder = self.root / folder_name
         try:
             data = source.read_bytes()
             suffix = source.suffix.lower() if source.suffix.lower() in IMAGE_SUFFIXES else ".png"
@@ -592,9 +607,8 @@ class Gallery:
                     with contextlib.suppress(OSError):
                         tmp.unlink()
         except OSError:
-            return request
-        mask = dataclasses.replace(request.mask, image=str(target))
-        return dataclasses.replace(request, mask=mask)
+            return None
+        return target
 
     def _row(
         self,

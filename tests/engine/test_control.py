@@ -318,3 +318,17 @@ def test_an_original_layout_file_loads_with_the_shipped_kind_of_config(
     ours, theirs = net.state_dict(), original.state_dict()
     assert ours.keys() == theirs.keys()
     assert all(np.array_equal(ours[k].numpy(), theirs[k].numpy()) for k in ours)
+
+
+def test_an_sdxl_controlnet_gets_the_added_conditioning_and_a_fresh_one_changes_nothing(
+    engine, tiny_sdxl, tmp_path
+):
+    build_tiny_controlnet(tiny_sdxl, _controlnet_dir() / "tiny_xl_canny")
+    request = replace(_request(tiny_sdxl), prompt="a square")
+    base = _pixels(engine.generate(request))
+    unit = ControlUnit("canny", str(_sketch(tmp_path / "edges.png")))
+    assert np.array_equal(_pixels(engine.generate(replace(request, controls=(unit,)))), base)
+    build_tiny_controlnet(tiny_sdxl, _controlnet_dir() / "tiny_xl_canny", fresh=False)
+    engine._controls.clear()
+    steered = _pixels(engine.generate(replace(request, controls=(unit,))))
+    assert np.abs(steered - base).mean() > 1

@@ -673,3 +673,18 @@ def test_the_mask_of_an_inpainting_image_is_kept_in_the_gallery(
 
 def _mask_of(request: GenerationRequest) -> dict:
     return {"init_image": request.init_image, "mask": request.mask}
+
+
+def test_control_images_are_kept_in_the_gallery(gallery: Gallery, tmp_path: Path) -> None:
+    from desktop.engine.parts import ControlUnit
+
+    sketch = tmp_path / "sketch.png"
+    Image.new("RGB", (8, 8), "white").save(sketch)
+    request = _request(controls=(ControlUnit("scribble", str(sketch), strength=0.7),))
+    item = gallery.save(_image(), request)
+    sketch.unlink()
+    saved = read_metadata(item.path).request
+    assert saved is not None
+    kept = Path(saved.controls[0].image)
+    assert kept.parent == gallery.root / ".controls" and kept.is_file()
+    assert saved.controls[0].strength == 0.7
