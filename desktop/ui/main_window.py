@@ -49,6 +49,7 @@ from desktop.engine.request import GenerationRequest, snap_size
 from desktop.engine.results import save_results
 from desktop.engine.settings import Settings, load_settings, save_settings
 from desktop.ui.canvas import ImageCanvas
+from desktop.ui.control_panel import ControlPanel
 from desktop.ui.download_dialog import DownloadDialog, open_download_dialog
 from desktop.ui.fields import SettingsPanel
 from desktop.ui.form import build_request, remember_values, restored_values
@@ -201,6 +202,10 @@ class MainWindow(QMainWindow):
         )
         self.lora_dock = self.add_dock(self.lora_panel, "LoRAs", right, "LoraDock")
         self.tabifyDockWidget(self.img2img_dock, self.lora_dock)
+        # Control layers (ControlNet) sit behind the img2img panel too.
+        self.control_panel = ControlPanel(self.settings.extra_model_folders)
+        self.control_dock = self.add_dock(self.control_panel, "Control", right, "ControlDock")
+        self.tabifyDockWidget(self.lora_dock, self.control_dock)
         self.img2img_dock.raise_()
         self.resizeDocks(
             [self.prompt_dock, self.img2img_dock], [360, 300], Qt.Orientation.Horizontal
@@ -209,6 +214,7 @@ class MainWindow(QMainWindow):
         self.prompt_panel.refresh_requested.connect(self.refresh_models)
         self.prompt_panel.model_changed.connect(self._on_model_changed)
         self.img2img_panel.message.connect(lambda text: self.show_message(text, "warning"))
+        self.control_panel.message.connect(lambda text: self.show_message(text, "warning"))
         self.img2img_panel.image_changed.connect(self._on_init_image)
         self.img2img_panel.values_changed.connect(self._update_generate_label)
         self.img2img_panel.use_size_requested.connect(self._use_image_size)
@@ -228,7 +234,7 @@ class MainWindow(QMainWindow):
     @property
     def panels(self) -> tuple[SettingsPanel, ...]:
         """The panels that edit a request's settings."""
-        return (self.prompt_panel, self.sampler_panel, self.img2img_panel)
+        return (self.prompt_panel, self.sampler_panel, self.img2img_panel, self.control_panel)
 
     def add_dock(
         self,
@@ -474,6 +480,7 @@ class MainWindow(QMainWindow):
         if new.extra_model_folders != old.extra_model_folders:
             self.refresh_models()
             self.lora_panel.set_extra_sources(new.extra_model_folders)
+            self.control_panel.set_extra_sources(new.extra_model_folders)
         self.store_settings()
 
     # -- models ----------------------------------------------------------------------------
@@ -481,6 +488,7 @@ class MainWindow(QMainWindow):
         """Rescan the model folders (cheap: headers only) and refill the picker."""
         self._token_counters.clear()  # embeddings may have come or gone
         self.models = scan(checkpoint_search_folders(self.settings.extra_model_folders))
+        self.control_panel.refresh_models()
         self.prompt_panel.set_models(self.models, select)
         current = self.prompt_panel.current_model()
         if current is not None and current.usable:
@@ -502,6 +510,7 @@ class MainWindow(QMainWindow):
             return
         self._load_token_counter(info)
         self.sampler_panel.set_family(info.family, info.native_size)
+        self.control_panel.set_family(info.family)
         defaults = defaults_for(info)
         if self._restoring and not self._fresh_settings:
             self._family = info.family
@@ -853,6 +862,7 @@ class MainWindow(QMainWindow):
         self.jobs.shutdown()
         stopped = self.worker.stop(timeout_ms)
         stopped = self.tasks.shutdown(timeout_ms) and stopped
+        stopped = self.control_panel.shutdown(timeout_ms) and stopped
         return self.gallery_panel.shutdown(timeout_ms) and stopped
 
     def closeEvent(self, event: QCloseEvent) -> None:
