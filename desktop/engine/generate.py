@@ -49,6 +49,7 @@ from desktop.engine.inpaint import (  # noqa: E402
     masked_init_latents,
     prepare_inpaint,
 )
+from desktop.engine.ip_adapter import ReferenceLibrary  # noqa: E402
 from desktop.engine.lora import LoraState, LoraUse, lora_uses  # noqa: E402
 from desktop.engine.models import ModelInfo, find_model  # noqa: E402
 from desktop.engine.previews import Previewer, previewer_for  # noqa: E402
@@ -202,6 +203,7 @@ class Engine:
         self._loras: LoraState | None = None
         self._embeddings = EmbeddingLibrary()
         self._controls = ControlLibrary()
+        self._references = ReferenceLibrary()
 
     # -- model cache -------------------------------------------------------------------
     @property
@@ -263,6 +265,7 @@ class Engine:
         """Release the loaded model and return its memory."""
         if self._loaded is None:
             return
+        self._references.remove()  # drops the image encoder with the model
         self._loaded = None
         self._loaded_key = None
         self._previewer = None
@@ -382,6 +385,15 @@ class Engine:
             # The results record the ControlNet each layer used (the suggested one by name).
             named = tuple(dataclasses.replace(p.unit, model=p.name) for p in control.units)
             request = dataclasses.replace(request, controls=named)
+        # Reference images: IP-Adapters on the shared UNet (taken out again when none).
+        if request.references:
+            progress.set_status("Preparing reference images…")
+        sources = self.sources() if request.references else []
+        references = self._references.prepare(request.references, loaded, sources)
+        kwargs.update(references.pipeline_kwargs)
+        if request.references:
+            # The results record the adapter each reference used (the suggested one by name).
+            request = dataclasses.replace(request, references=references.references)
         with torch.inference_mode():
             conditioning = Conditioning.build(pipe, request, embeddings)
         for warning in conditioning.warnings:
@@ -626,7 +638,9 @@ class Engine:
 
 
 #: The request's list parts this engine can run so far (each later feature adds its own).
-SUPPORTED_PARTS: frozenset[str] = frozenset({"LoRAs", "Mask", "Outpaint", "Control layers"})
+SUPPORTED_PARTS: frozenset[str] = frozenset(
+    {"LoRAs", "Mask", "Outpaint", "Control layers", "Reference images"}
+)
 
 
 def check_supported(request: GenerationRequest) -> None:

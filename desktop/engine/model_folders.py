@@ -40,6 +40,8 @@ COMFY_KEYS: dict[str, tuple[str, ...]] = {
     "controlnet": ("controlnet",),
     "upscale_models": ("upscale_models",),
     "vae_approx": ("vae_approx",),
+    "ipadapter": ("ipadapter",),
+    "clip_vision": ("clip_vision",),
 }
 #: Every kind of model folder, in the order of ``ExternalModels``' fields.
 MODEL_KINDS: tuple[str, ...] = tuple(COMFY_KEYS)
@@ -52,6 +54,11 @@ A1111_DIRS: dict[str, tuple[str, ...]] = {
     "controlnet": ("ControlNet",),
     "upscale_models": ("ESRGAN", "RealESRGAN"),
     "vae_approx": ("VAE-approx",),
+    # A1111's ControlNet extension keeps IP-Adapters beside the ControlNets (the files are
+    # told apart by their keys) and its image encoders in its own downloads folder, which
+    # is not under models/.
+    "ipadapter": ("ControlNet",),
+    "clip_vision": (),
 }
 #: AUTOMATIC1111 folders that sit in the install itself rather than under ``models/``.
 A1111_ROOT_DIRS: dict[str, tuple[str, ...]] = {"embeddings": ("embeddings",)}
@@ -77,6 +84,8 @@ class ExternalModels:
         vae: folders of VAEs.
         loras: folders of LoRAs.
         embeddings, controlnet, upscale_models, vae_approx: folders of those kinds.
+        ipadapter: folders of IP-Adapters; clip_vision: folders of the image encoders
+            they need.
     """
 
     source: Path
@@ -88,6 +97,8 @@ class ExternalModels:
     controlnet: tuple[Path, ...] = ()
     upscale_models: tuple[Path, ...] = ()
     vae_approx: tuple[Path, ...] = ()
+    ipadapter: tuple[Path, ...] = ()
+    clip_vision: tuple[Path, ...] = ()
 
     def folders(self, kind: str) -> tuple[Path, ...]:
         """The folders of ``kind`` (one of ``MODEL_KINDS``)."""
@@ -264,7 +275,7 @@ def folders_for(kind: str, extra_sources: Iterable[Path | str] = ()) -> list[Pat
 
     Args:
         kind: one of ``MODEL_KINDS`` ("checkpoints", "vae", "loras", "embeddings",
-            "controlnet", "upscale_models", "vae_approx").
+            "controlnet", "upscale_models", "vae_approx", "ipadapter", "clip_vision").
         extra_sources: the user's extra sources; missing or unreadable ones are skipped.
 
     Raises:

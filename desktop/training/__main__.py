@@ -9,6 +9,11 @@ Stages (each resumable: an existing VAE or tokenizer in the work folder is reuse
    (``--unet-minutes``); every ``--save-every`` minutes the EMA weights are exported to
    ``--out`` and probed on held-out prompts, so a usable model exists at any time;
 4. preview factors, loss curve, sample grid and the held-out evaluation.
+
+Sub-commands: ``python -m desktop.training train-controlnet ...`` trains the built-in model's
+scribble ControlNet (``desktop/training/train_controlnet.py``);
+``python -m desktop.training evaluate-controlnet ...`` runs its held-out evaluation
+(``desktop/training/evaluate_controlnet.py``).
 """
 
 from __future__ import annotations
@@ -55,7 +60,21 @@ def _load_trained(workdir: Path) -> tuple:
     return unet.eval(), text_encoder.eval()
 
 
+SUBCOMMANDS = {
+    "train-controlnet": "desktop.training.train_controlnet",
+    "evaluate-controlnet": "desktop.training.evaluate_controlnet",
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    import sys
+
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list and args_list[0] in SUBCOMMANDS:
+        import importlib
+
+        module = importlib.import_module(SUBCOMMANDS[args_list[0]])
+        return int(module.main(args_list[1:]))
     parser = argparse.ArgumentParser(prog="python -m desktop.training", description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("models/builtin"))
     parser.add_argument(
@@ -81,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="keep the UNet and text encoder of the work folder's last run (then only the "
         "decoder fine-tune, export and evaluation run)",
     )  # fmt: skip
-    args = parser.parse_args(argv)
+    args = parser.parse_args(args_list)
     from desktop.engine.environment import apply_defaults
 
     apply_defaults()

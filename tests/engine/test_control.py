@@ -169,7 +169,9 @@ def test_the_controlnet_for_the_type_and_family_is_suggested():
     _fake_controlnet(folder / "control_v11p_sd15_canny.safetensors", SD15_KEYS)
     _fake_controlnet(folder / "control_v11p_sd15_scribble.safetensors", SD15_KEYS)
     items = list_controlnets([])
-    assert [i.name for i in items] == ["control_v11p_sd15_canny", "control_v11p_sd15_scribble"]
+    sd15 = [i.name for i in items if i.family == "sd1"]
+    assert sd15 == ["control_v11p_sd15_canny", "control_v11p_sd15_scribble"]
+    assert suggest("scribble", "builtin", items).name == "builtin_scribble"  # shipped
     assert suggest("scribble", "sd1", items).name == "control_v11p_sd15_scribble"
     assert suggest("scribble", "sd1-inpaint", items).name == "control_v11p_sd15_scribble"
     assert suggest("scribble", "sdxl", items) is None

@@ -246,6 +246,52 @@ def test_folders_for_lists_own_folders_first_then_sources(tmp_path: Path):
     assert models.default_model_folders() == model_folders.checkpoint_search_folders()
 
 
+def test_ip_adapter_and_image_encoder_folders(tmp_path: Path):
+    from desktop.engine import paths
+
+    assert model_folders.MODEL_KINDS == (
+        "checkpoints",
+        "vae",
+        "loras",
+        "embeddings",
+        "controlnet",
+        "upscale_models",
+        "vae_approx",
+        "ipadapter",
+        "clip_vision",
+    )
+    for kind in ("ipadapter", "clip_vision"):
+        assert model_folders.own_folders(kind) == [
+            paths.BUNDLED_MODELS / kind,
+            paths.user_models_dir() / kind,
+        ]
+        assert (paths.BUNDLED_MODELS / kind / ".gitkeep").is_file()
+    comfy = tmp_path / "ComfyUI"
+    _mkdirs(comfy, "models/checkpoints", "models/ipadapter", "models/clip_vision")
+    webui = tmp_path / "webui"
+    _mkdirs(webui, "models/Stable-diffusion", "models/ControlNet")
+    described = model_folders.describe_source(comfy)
+    assert described.ipadapter == (comfy / "models/ipadapter",)
+    assert described.clip_vision == (comfy / "models/clip_vision",)
+    # AUTOMATIC1111 keeps IP-Adapters beside its ControlNets; its encoders are elsewhere.
+    assert model_folders.describe_source(webui).ipadapter == (webui / "models/ControlNet",)
+    assert model_folders.describe_source(webui).clip_vision == ()
+    sources = [comfy, webui]
+    assert model_folders.folders_for("ipadapter", sources)[2:] == [
+        comfy / "models/ipadapter",
+        webui / "models/ControlNet",
+    ]
+    assert model_folders.folders_for("clip_vision", sources)[2:] == [comfy / "models/clip_vision"]
+    yaml_file = tmp_path / "extra_model_paths.yaml"
+    yaml_file.write_text(
+        "s:\n  base_path: shared\n  ipadapter: ip\n  clip_vision: |\n    cv\n    cv2\n",
+        encoding="utf-8",
+    )
+    kinds = model_folders.read_extra_model_paths(yaml_file)
+    assert kinds["ipadapter"] == [tmp_path / "shared/ip"]
+    assert kinds["clip_vision"] == [tmp_path / "shared/cv", tmp_path / "shared/cv2"]
+
+
 def test_folders_for_has_no_duplicates(tmp_path: Path):
     comfy = tmp_path / "ComfyUI"
     _mkdirs(comfy, "models/checkpoints", "models/vae")

@@ -124,8 +124,13 @@ def test_engine_generate_refuses_unsupported_parts_without_loading(tmp_path):
     request = GenerationRequest(
         prompt="p", model=str(tmp_path / "missing"), **PARTS, init_image="/i"
     )
-    with pytest.raises(
-        RequestError, match=r"^Reference images and Hires fix are not supported yet"
-    ):
+    with pytest.raises(RequestError, match=r"^Hires fix is not supported yet"):
         engine.generate(request)
     assert engine.loads == 0
+
+
+def test_only_the_hires_fix_is_still_unsupported():
+    from desktop.engine.generate import SUPPORTED_PARTS
+
+    assert "Reference images" in SUPPORTED_PARTS
+    assert _unsupported() == ["hires"]
