@@ -61,6 +61,17 @@ def add_parser(sub: Any) -> None:
         "for several layers. TYPE: canny, scribble, lineart, tile, inpaint, control map "
         "(quote it); the ControlNet suggested for TYPE is used unless model= names one",
     )
+    control.add_argument(
+        "--reference",
+        dest="references",
+        nargs="+",
+        action="append",
+        metavar="ARG",
+        default=None,
+        help="IMAGE [weight=1] [model=NAME]: a reference image steering the picture through "
+        "an IP-Adapter (models/ipadapter, its image encoder in models/clip_vision); repeat "
+        "for several; the adapter suggested for the model is used unless model= names one",
+    )
     outpaint = p.add_argument_group("outpainting", "grow --init-image's canvas and paint the rest")
     outpaint.add_argument(
         "--expand",
@@ -206,6 +217,37 @@ def _controls(args: argparse.Namespace) -> Any:
     return tuple(units) or None
 
 
+def _references(args: argparse.Namespace) -> Any:
+    """The request's reference images from each ``--reference IMAGE [key=value ...]``."""
+    from desktop.engine.errors import RequestError
+    from desktop.engine.parts import ReferenceImage
+    from desktop.engine.schema import fields_of, parse_text
+
+    given = getattr(args, "references", None) or []
+    fields = {info.name: info for info in fields_of(ReferenceImage)}
+    options = [name for name in fields if name != "image"]
+    refs = []
+    for index, items in enumerate(given, start=1):
+        values: dict[str, Any] = {"image": items[0]}
+        if "=" in items[0] and items[0].partition("=")[0] in options:
+            raise RequestError(
+                f"--reference {index} needs an image first: --reference photo.png weight=0.8"
+            )
+        for item in items[1:]:
+            name, sep, text = item.partition("=")
+            if not sep or name not in options:
+                raise RequestError(
+                    f"--reference {index}: cannot read “{item}”; give "
+                    + ", ".join(f"{o}=…" for o in options)
+                )
+            try:
+                values[name] = parse_text(fields[name], text)
+            except ValueError as exc:
+                raise RequestError(f"--reference {index}: {fields[name].label}: {exc}") from exc
+        refs.append(ReferenceImage(**values))
+    return tuple(refs) or None
+
+
 def mask_fields() -> list[FieldInfo]:
     """The mask's settings (``--mask FILE`` and how it is used), in declaration order."""
     from desktop.engine.parts import MaskSpec
@@ -293,7 +335,12 @@ def build_request(args: argparse.Namespace) -> Any:
         if value is not None:
             values[field.name] = value
     values["model"] = str(info.path) if args.model else ""
-    parts = {"mask": _mask(args), "expand": _expand(args), "controls": _controls(args)}
+    parts = {
+        "mask": _mask(args),
+        "expand": _expand(args),
+        "controls": _controls(args),
+        "references": _references(args),
+    }
     request = GenerationRequest.from_values(values)
     if any(parts.values()):
         request = request.replace(**{name: part for name, part in parts.items() if part})

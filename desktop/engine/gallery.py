@@ -66,6 +66,7 @@ INDEX_NAME = "gallery.sqlite3"
 MASKS_FOLDER = ".masks"
 #: The same for control layers' images.
 CONTROLS_FOLDER = ".controls"
+REFERENCES_FOLDER = ".references"
 #: Version of the file columns and their meaning; part of the schema signature.
 SCHEMA_VERSION = 2
 #: Rows written per lock hold while syncing (the GUI thread's searches slip in between).
@@ -569,8 +570,9 @@ class Gallery:
         return GalleryItem.from_row(row)
 
     def keep_part_images(self, request: GenerationRequest) -> GenerationRequest:
-        """The request with its inpainting mask and control images copied into the gallery
-        (``.masks/``, ``.controls/``, named by content, so a batch shares one copy):
+        """The request with its inpainting mask, control images and reference images copied
+        into the gallery (``.masks/``, ``.controls/``, ``.references/``, named by content, so
+        a batch shares one copy):
         "Reuse" then restores them even after the files they were painted to, drawn in or
         loaded from are gone. A file that cannot be copied leaves its path as it was; the
         image is saved all the same."""
@@ -585,6 +587,12 @@ class Gallery:
                 kept = self._keep_file(Path(unit.image), CONTROLS_FOLDER)
                 units.append(unit if kept is None else dataclasses.replace(unit, image=str(kept)))
             request = dataclasses.replace(request, controls=tuple(units))
+        if request.references:
+            refs = []
+            for ref in request.references:
+                kept = self._keep_file(Path(ref.image), REFERENCES_FOLDER)
+                refs.append(ref if kept is None else dataclasses.replace(ref, image=str(kept)))
+            request = dataclasses.replace(request, references=tuple(refs))
         return request
 
     def _keep_file(self, source: Path, folder_name: str) -> Path | None:

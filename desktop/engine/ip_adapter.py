@@ -412,17 +412,19 @@ class _Installed:
     encoder: Any
 
 
+def encoder_configs() -> list[Path]:
+    """The image-encoder config folders Sandstorm ships (ViT-H, ViT-bigG)."""
+    root = paths.MODEL_CONFIGS / "clip_vision"
+    return [root / known.config for known in KNOWN_ENCODERS]
+
+
 class ReferenceLibrary:
     """Finds IP-Adapters and image encoders, and installs them on the loaded model."""
 
     def __init__(self, configs: Sequence[Path] | None = None) -> None:
         """``configs``: image-encoder config folders (each with a ``config.json``); the one
-        whose shape matches an encoder file builds it (default: the shipped ViT-H and
-        ViT-bigG ones)."""
-        root = paths.MODEL_CONFIGS / "clip_vision"
-        self.configs = (
-            list(configs) if configs is not None else [root / k.config for k in KNOWN_ENCODERS]
-        )
+        whose shape matches an encoder file builds it (default: ``encoder_configs()``)."""
+        self.configs = list(configs) if configs is not None else encoder_configs()
         self._installed: _Installed | None = None
         self.loads = 0
 

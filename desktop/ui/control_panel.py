@@ -159,7 +159,7 @@ def family_label(family: str) -> str:
     return FAMILY_LABELS.get(family, family.upper() if family else "unknown")
 
 
-def _sentence(text: str) -> str:
+def sentence(text: str) -> str:
     text = text.strip()
     if not text:
         return ""
@@ -176,7 +176,7 @@ def _short_label(info: FieldInfo) -> str:
     return label
 
 
-def _compact(combo: QComboBox) -> None:
+def compact_combo(combo: QComboBox) -> None:
     # Not as wide as its longest entry: the dock stays as narrow as the other panels.
     combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
     combo.setMinimumContentsLength(8)
@@ -319,7 +319,7 @@ class ControlLayer(QFrame):
         type_editor = make_editor(infos["type"], self)
         type_editor.setObjectName("ControlType")
         if isinstance(type_editor, QComboBox):
-            _compact(type_editor)
+            compact_combo(type_editor)
         self.editors["type"] = type_editor
         self.remove_button = QToolButton()
         self.remove_button.setObjectName("RemoveControlLayer")
@@ -376,7 +376,7 @@ class ControlLayer(QFrame):
         form.setContentsMargins(0, 2, 0, 0)
         self.model_combo = QComboBox()
         self.model_combo.setObjectName("ControlModel")
-        _compact(self.model_combo)
+        compact_combo(self.model_combo)
         form.addRow("Model", self.model_combo)
         for info in fields_of(ControlUnit):
             if info.name in _CUSTOM_FIELDS or info.name in self.editors:
@@ -384,7 +384,7 @@ class ControlLayer(QFrame):
             editor = make_editor(info, self)
             editor.setObjectName(f"control_{info.name}_editor")
             if isinstance(editor, QComboBox):
-                _compact(editor)
+                compact_combo(editor)
             changed_signal(editor).connect(lambda *_, name=info.name: self._setting_changed(name))
             self.editors[info.name] = editor
             form.addRow(_short_label(info), editor)
@@ -634,7 +634,7 @@ class ControlLayer(QFrame):
         else:
             log.warning("control preview failed", exc_info=exc)
             text = f"The preview could not be made: {exc}"
-        self._preview_error = _sentence(text)
+        self._preview_error = sentence(text)
         self._preview_size = None
         self.preview_label.setPixmap(QPixmap())
         self.preview_label.setText(self._preview_error)
@@ -715,7 +715,7 @@ class ControlLayer(QFrame):
                     )
                     if t
                 )
-                tip = _sentence(problem) if problem else f"{details}\n{item.path}".strip()
+                tip = sentence(problem) if problem else f"{details}\n{item.path}".strip()
                 combo.setItemData(index, tip, Qt.ItemDataRole.ToolTipRole)
                 if item.problem and isinstance(model, QStandardItemModel):
                     entry = model.item(index)
@@ -762,9 +762,7 @@ class ControlLayer(QFrame):
             if item is None:
                 notes.append(f"The ControlNet {name} is not installed.")
             elif item.problem or self._family_problem(item):
-                notes.append(
-                    f"{item.name}: {_sentence(item.problem or self._family_problem(item))}"
-                )
+                notes.append(f"{item.name}: {sentence(item.problem or self._family_problem(item))}")
         elif self.suggested() is None:
             notes.append(self._no_suggestion_text())
         about = describe(self.control_type())
@@ -1058,7 +1056,7 @@ class ControlPanel(SettingsPanel):
             unit: ControlUnit = from_plain(ControlUnit, dict(item), f"Control layer {number}")
             return unit
         except RequestError as exc:
-            self.message.emit(f"Control layer {number} was not restored: {_sentence(str(exc))}")
+            self.message.emit(f"Control layer {number} was not restored: {sentence(str(exc))}")
             return None
 
     # -- closing ---------------------------------------------------------------------------

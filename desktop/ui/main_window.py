@@ -62,6 +62,7 @@ from desktop.ui.lora_panel import LoraPanel
 from desktop.ui.message_bar import MessageBar
 from desktop.ui.prompt_panel import PromptPanel
 from desktop.ui.queue_view import QueueView
+from desktop.ui.reference_panel import ReferencePanel
 from desktop.ui.sampler_panel import SamplerPanel
 from desktop.ui.settings_dialog import SettingsDialog
 from desktop.ui.tasks import Task, TaskRunner
@@ -206,6 +207,12 @@ class MainWindow(QMainWindow):
         self.control_panel = ControlPanel(self.settings.extra_model_folders)
         self.control_dock = self.add_dock(self.control_panel, "Control", right, "ControlDock")
         self.tabifyDockWidget(self.lora_dock, self.control_dock)
+        # Reference images (IP-Adapter) too.
+        self.reference_panel = ReferencePanel(self.settings.extra_model_folders)
+        self.reference_dock = self.add_dock(
+            self.reference_panel, "Reference", right, "ReferenceDock"
+        )
+        self.tabifyDockWidget(self.control_dock, self.reference_dock)
         self.img2img_dock.raise_()
         self.resizeDocks(
             [self.prompt_dock, self.img2img_dock], [360, 300], Qt.Orientation.Horizontal
@@ -215,6 +222,7 @@ class MainWindow(QMainWindow):
         self.prompt_panel.model_changed.connect(self._on_model_changed)
         self.img2img_panel.message.connect(lambda text: self.show_message(text, "warning"))
         self.control_panel.message.connect(lambda text: self.show_message(text, "warning"))
+        self.reference_panel.message.connect(lambda text: self.show_message(text, "warning"))
         self.img2img_panel.image_changed.connect(self._on_init_image)
         self.img2img_panel.values_changed.connect(self._update_generate_label)
         self.img2img_panel.use_size_requested.connect(self._use_image_size)
@@ -234,7 +242,13 @@ class MainWindow(QMainWindow):
     @property
     def panels(self) -> tuple[SettingsPanel, ...]:
         """The panels that edit a request's settings."""
-        return (self.prompt_panel, self.sampler_panel, self.img2img_panel, self.control_panel)
+        return (
+            self.prompt_panel,
+            self.sampler_panel,
+            self.img2img_panel,
+            self.control_panel,
+            self.reference_panel,
+        )
 
     def add_dock(
         self,
@@ -481,6 +495,7 @@ class MainWindow(QMainWindow):
             self.refresh_models()
             self.lora_panel.set_extra_sources(new.extra_model_folders)
             self.control_panel.set_extra_sources(new.extra_model_folders)
+            self.reference_panel.set_extra_sources(new.extra_model_folders)
         self.store_settings()
 
     # -- models ----------------------------------------------------------------------------
@@ -489,6 +504,7 @@ class MainWindow(QMainWindow):
         self._token_counters.clear()  # embeddings may have come or gone
         self.models = scan(checkpoint_search_folders(self.settings.extra_model_folders))
         self.control_panel.refresh_models()
+        self.reference_panel.refresh_models()
         self.prompt_panel.set_models(self.models, select)
         current = self.prompt_panel.current_model()
         if current is not None and current.usable:
@@ -511,6 +527,7 @@ class MainWindow(QMainWindow):
         self._load_token_counter(info)
         self.sampler_panel.set_family(info.family, info.native_size)
         self.control_panel.set_family(info.family)
+        self.reference_panel.set_family(info.family)
         defaults = defaults_for(info)
         if self._restoring and not self._fresh_settings:
             self._family = info.family

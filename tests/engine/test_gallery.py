@@ -688,3 +688,24 @@ def test_control_images_are_kept_in_the_gallery(gallery: Gallery, tmp_path: Path
     kept = Path(saved.controls[0].image)
     assert kept.parent == gallery.root / ".controls" and kept.is_file()
     assert saved.controls[0].strength == 0.7
+
+
+def test_reference_images_are_kept_in_the_gallery(gallery: Gallery, tmp_path: Path) -> None:
+    from desktop.engine.parts import ReferenceImage
+
+    photo = tmp_path / "photo.jpg"
+    Image.new("RGB", (8, 8), "orange").save(photo)
+    request = _request(references=(ReferenceImage(str(photo), weight=0.6, model="ip_sd15"),))
+    first = gallery.save(_image(), request)
+    second = gallery.save(_image(), request)
+    photo.unlink()  # the picked file is gone; the gallery's copy is what Reuse reads
+    saved = read_metadata(first.path).request
+    assert saved is not None
+    kept = Path(saved.references[0].image)
+    assert kept.parent == gallery.root / ".references" and kept.suffix == ".jpg"
+    with Image.open(kept) as copy:
+        assert copy.size == (8, 8)
+    assert (saved.references[0].weight, saved.references[0].model) == (0.6, "ip_sd15")
+    assert read_metadata(second.path).request.references[0].image == str(kept)  # one copy
+    gallery.sync()
+    assert {item.path for item in gallery.search()} == {first.path, second.path}

@@ -11,9 +11,7 @@ classification never reads a tensor.
 
 from __future__ import annotations
 
-import json
 import shutil
-import struct
 from dataclasses import replace
 from pathlib import Path
 
@@ -40,18 +38,14 @@ from desktop.engine.metadata import format_parameters
 from desktop.engine.parts import ReferenceImage
 from desktop.engine.progress import RecordingProgress
 from desktop.engine.request import GenerationRequest
-
-TINY_ENCODER = {
-    "hidden_size": 32,
-    "intermediate_size": 37,
-    "num_attention_heads": 4,
-    "num_hidden_layers": 2,
-    "patch_size": 8,
-    "image_size": 32,
-    "projection_dim": 32,
-    "hidden_act": "gelu",
-    "layer_norm_eps": 1e-5,
-}
+from tests.helpers.tiny_ip_adapter import (
+    adapter_shapes,
+    encoder_shapes,
+    header_only_file,
+    tiny_adapter,
+    tiny_encoder,
+    write_encoder_config,
+)
 
 
 def _folder(kind: str) -> Path:
@@ -71,110 +65,7 @@ def _no_models_left():
 @pytest.fixture(scope="module")
 def encoder_config(tmp_path_factory) -> Path:
     """The tiny encoder's config folder (what the shipped vit-h / vit-bigg ones are)."""
-    folder = tmp_path_factory.mktemp("clip_vision") / "tiny"
-    folder.mkdir()
-    config = {"model_type": "clip_vision_model", **TINY_ENCODER}
-    (folder / "config.json").write_text(json.dumps(config), encoding="utf-8")
-    return folder
-
-
-def _tiny_encoder(path: Path, seed: int = 0) -> Path:
-    import torch
-    from safetensors.torch import save_file
-    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
-
-    torch.manual_seed(seed)
-    model = CLIPVisionModelWithProjection(CLIPVisionConfig(**TINY_ENCODER))
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
-    return path
-
-
-def _cross_attention_layers(model: Path) -> list[tuple[str, int]]:
-    """(processor name, hidden width) of each cross-attention layer, in diffusers' order."""
-    from diffusers import UNet2DConditionModel
-
-    unet = UNet2DConditionModel.from_pretrained(str(model / "unet"))
-    channels = list(unet.config.block_out_channels)
-    layers = []
-    for name in unet.attn_processors:
-        if name.endswith("attn1.processor"):
-            continue
-        if name.startswith("mid_block"):
-            width = channels[-1]
-        elif name.startswith("up_blocks"):
-            width = list(reversed(channels))[int(name[len("up_blocks.")])]
-        else:
-            width = channels[int(name[len("down_blocks.")])]
-        layers.append((name, width))
-    return layers
-
-
-def _tiny_adapter(model: Path, path: Path, seed: int = 1, image_width: int = 32) -> Path:
-    """A plain IP-Adapter for the tiny model in ``model``: 4 image tokens of its context
-    width, read from ``image_width``-wide image embeddings."""
-    import torch
-    from safetensors.torch import save_file
-
-    context = json.loads((model / "unet" / "config.json").read_text())["cross_attention_dim"]
-    generator = torch.Generator().manual_seed(seed)
-
-    def random(*shape: int) -> torch.Tensor:
-        return torch.randn(shape, generator=generator) * 0.5
-
-    state = {
-        "image_proj.proj.weight": random(4 * context, image_width),
-        "image_proj.proj.bias": random(4 * context),
-        "image_proj.norm.weight": torch.ones(context),
-        "image_proj.norm.bias": torch.zeros(context),
-    }
-    for index, (_, width) in enumerate(_cross_attention_layers(model)):
-        key = 1 + 2 * index
-        state[f"ip_adapter.{key}.to_k_ip.weight"] = random(width, context)
-        state[f"ip_adapter.{key}.to_v_ip.weight"] = random(width, context)
-    save_file(state, str(path))
-    return path
-
-
-def _header_only(path: Path, shapes: dict[str, tuple[int, ...]]) -> Path:
-    """A .safetensors file of these shapes with no data (classification reads headers)."""
-    header = {
-        key: {"dtype": "F16", "shape": list(shape), "data_offsets": [0, 0]}
-        for key, shape in shapes.items()
-    }
-    blob = json.dumps(header).encode()
-    path.write_bytes(struct.pack("<Q", len(blob)) + blob)
-    return path
-
-
-def _adapter_shapes(context: int, image: int, kind: str = PLAIN) -> dict[str, tuple[int, ...]]:
-    shapes: dict[str, tuple[int, ...]] = {
-        "ip_adapter.1.to_k_ip.weight": (320, context),
-        "ip_adapter.1.to_v_ip.weight": (320, context),
-    }
-    if kind == PLAIN:
-        shapes |= {
-            "image_proj.proj.weight": (4 * context, image),
-            "image_proj.norm.weight": (context,),
-        }
-    elif kind == PLUS:
-        shapes |= {
-            "image_proj.proj_in.weight": (context, image),
-            "image_proj.latents": (1, 16, context),
-        }
-    return shapes
-
-
-def _encoder_shapes(hidden: int, layers: int, projection: int) -> dict[str, tuple[int, ...]]:
-    shapes: dict[str, tuple[int, ...]] = {
-        "vision_model.embeddings.patch_embedding.weight": (hidden, 3, 14, 14),
-        "vision_model.embeddings.position_embedding.weight": (257, hidden),
-        "visual_projection.weight": (projection, hidden),
-    }
-    for layer in range(layers):
-        shapes[f"vision_model.encoder.layers.{layer}.mlp.fc1.weight"] = (hidden * 4, hidden)
-    if hidden == 1664:
-        shapes["vision_model.encoder.layers.0.mlp.fc1.weight"] = (8192, hidden)
-    return shapes
+    return write_encoder_config(tmp_path_factory.mktemp("clip_vision") / "tiny")
 
 
 def _reference_image(path: Path, seed: int = 5, colour: tuple[int, int, int] | None = None) -> str:
@@ -189,7 +80,7 @@ def _reference_image(path: Path, seed: int = 5, colour: tuple[int, int, int] | N
 # -- classification ----------------------------------------------------------------------------
 def test_adapters_are_classified_from_their_header(tmp_path):
     sd15 = describe_adapter(
-        _header_only(tmp_path / "ip-adapter_sd15.safetensors", _adapter_shapes(768, 1024))
+        header_only_file(tmp_path / "ip-adapter_sd15.safetensors", adapter_shapes(768, 1024))
     )
     assert (sd15.family, sd15.context_width, sd15.kind, sd15.encoder_width, sd15.problem) == (
         "sd1",
@@ -200,29 +91,29 @@ def test_adapters_are_classified_from_their_header(tmp_path):
     )
     assert sd15.needs() == "the ViT-H image encoder (CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors)"
     xl_h = describe_adapter(
-        _header_only(tmp_path / "ip-adapter_sdxl_vit-h.safetensors", _adapter_shapes(2048, 1024))
+        header_only_file(tmp_path / "ip-adapter_sdxl_vit-h.safetensors", adapter_shapes(2048, 1024))
     )
     assert (xl_h.family, xl_h.kind, xl_h.known_encoder().label) == ("sdxl", PLAIN, "ViT-H")
     xl_g = describe_adapter(
-        _header_only(tmp_path / "ip-adapter_sdxl.safetensors", _adapter_shapes(2048, 1280))
+        header_only_file(tmp_path / "ip-adapter_sdxl.safetensors", adapter_shapes(2048, 1280))
     )
     assert (xl_g.family, xl_g.known_encoder().label) == ("sdxl", "ViT-bigG")
     plus = describe_adapter(
-        _header_only(
-            tmp_path / "ip-adapter-plus_sd15.safetensors", _adapter_shapes(768, 1280, PLUS)
+        header_only_file(
+            tmp_path / "ip-adapter-plus_sd15.safetensors", adapter_shapes(768, 1280, PLUS)
         )
     )
     assert (plus.kind, plus.encoder_width, plus.known_encoder().label) == (PLUS, 1280, "ViT-H")
     full = {
-        **_adapter_shapes(768, 0, FULL),
+        **adapter_shapes(768, 0, FULL),
         "image_proj.proj.0.weight": (1280, 1280),
         "image_proj.proj.2.weight": (768, 1280),
         "image_proj.proj.3.weight": (768,),
     }
     assert classify_adapter(full) == (768, FULL, 1280, "")
-    faceid = {**_adapter_shapes(768, 512), "ip_adapter.1.to_k_lora.down.weight": (128, 320)}
+    faceid = {**adapter_shapes(768, 512), "ip_adapter.1.to_k_lora.down.weight": (128, 320)}
     assert "FaceID" in classify_adapter(faceid)[3]
-    encoder = _header_only(tmp_path / "clip.safetensors", _encoder_shapes(1280, 32, 1024))
+    encoder = header_only_file(tmp_path / "clip.safetensors", encoder_shapes(1280, 32, 1024))
     assert "put it in models/clip_vision" in describe_adapter(encoder).problem
     pickle = tmp_path / "ip-adapter_sd15.bin"
     pickle.write_bytes(b"\x80\x04")
@@ -234,7 +125,7 @@ def test_adapters_are_classified_from_their_header(tmp_path):
 
 def test_encoders_are_classified_from_their_header_and_get_the_shipped_config(tmp_path):
     vit_h = describe_encoder(
-        _header_only(tmp_path / "vit-h.safetensors", _encoder_shapes(1280, 32, 1024))
+        header_only_file(tmp_path / "vit-h.safetensors", encoder_shapes(1280, 32, 1024))
     )
     assert (vit_h.label, vit_h.hidden_size, vit_h.layers, vit_h.projection_dim) == (
         "ViT-H",
@@ -244,7 +135,7 @@ def test_encoders_are_classified_from_their_header_and_get_the_shipped_config(tm
     )
     assert (vit_h.patch_size, vit_h.image_size, vit_h.intermediate_size) == (14, 224, 5120)
     big_g = describe_encoder(
-        _header_only(tmp_path / "big-g.safetensors", _encoder_shapes(1664, 48, 1280))
+        header_only_file(tmp_path / "big-g.safetensors", encoder_shapes(1664, 48, 1280))
     )
     assert (big_g.label, big_g.problem) == ("ViT-bigG", "")
     library = ReferenceLibrary()
@@ -262,35 +153,35 @@ def test_encoders_are_classified_from_their_header_and_get_the_shipped_config(tm
         )
         assert (config.patch_size, config.image_size, config.hidden_act) == (14, 224, "gelu")
     odd = describe_encoder(
-        _header_only(tmp_path / "odd.safetensors", _encoder_shapes(1024, 24, 768))
+        header_only_file(tmp_path / "odd.safetensors", encoder_shapes(1024, 24, 768))
     )
     with pytest.raises(
         ModelError, match=r"no configuration for the image encoder odd\.safetensors"
     ):
         library.config_for(odd)
-    no_projection = _encoder_shapes(1280, 32, 1024)
+    no_projection = encoder_shapes(1280, 32, 1024)
     del no_projection["visual_projection.weight"]
     assert (
         "no visual projection"
-        in describe_encoder(_header_only(tmp_path / "bare.safetensors", no_projection)).problem
+        in describe_encoder(header_only_file(tmp_path / "bare.safetensors", no_projection)).problem
     )
-    open_clip = _header_only(
+    open_clip = header_only_file(
         tmp_path / "oc.safetensors", {"visual.conv1.weight": (1280, 3, 14, 14)}
     )
     assert "open_clip" in describe_encoder(open_clip).problem
-    adapter = _header_only(tmp_path / "ipa.safetensors", _adapter_shapes(768, 1024))
+    adapter = header_only_file(tmp_path / "ipa.safetensors", adapter_shapes(768, 1024))
     assert "put it in models/ipadapter" in describe_encoder(adapter).problem
 
 
 def test_the_adapter_for_the_family_and_the_encoder_for_the_adapter_are_suggested():
     adapters_dir, encoders_dir = _folder("ipadapter"), _folder("clip_vision")
-    _header_only(adapters_dir / "ip-adapter_sd15.safetensors", _adapter_shapes(768, 1024))
-    _header_only(
-        adapters_dir / "ip-adapter-plus_sd15.safetensors", _adapter_shapes(768, 1280, PLUS)
+    header_only_file(adapters_dir / "ip-adapter_sd15.safetensors", adapter_shapes(768, 1024))
+    header_only_file(
+        adapters_dir / "ip-adapter-plus_sd15.safetensors", adapter_shapes(768, 1280, PLUS)
     )
-    _header_only(adapters_dir / "ip-adapter_sdxl.safetensors", _adapter_shapes(2048, 1280))
-    _header_only(adapters_dir / "ip-adapter_sdxl_vit-h.safetensors", _adapter_shapes(2048, 1024))
-    _header_only(encoders_dir / "CLIP-ViT-H-14.safetensors", _encoder_shapes(1280, 32, 1024))
+    header_only_file(adapters_dir / "ip-adapter_sdxl.safetensors", adapter_shapes(2048, 1280))
+    header_only_file(adapters_dir / "ip-adapter_sdxl_vit-h.safetensors", adapter_shapes(2048, 1024))
+    header_only_file(encoders_dir / "CLIP-ViT-H-14.safetensors", encoder_shapes(1280, 32, 1024))
     adapters, encoders = list_adapters([]), list_encoders([])
     assert [a.name for a in adapters] == [
         "ip-adapter-plus_sd15",
@@ -317,8 +208,8 @@ def test_a1111s_controlnet_folder_lists_only_its_ip_adapters(tmp_path):
     shared = webui / "models" / "ControlNet"
     shared.mkdir(parents=True)
     (webui / "models" / "Stable-diffusion").mkdir()
-    _header_only(shared / "ip-adapter_sd15.safetensors", _adapter_shapes(768, 1024))
-    _header_only(
+    header_only_file(shared / "ip-adapter_sd15.safetensors", adapter_shapes(768, 1024))
+    header_only_file(
         shared / "control_v11p_sd15_canny.safetensors",
         {"control_model.input_hint_block.0.weight": (16, 3, 3, 3)},
     )
@@ -345,8 +236,8 @@ def engine(encoder_config):
 def installed(tiny_sd) -> dict[str, Path]:
     """The tiny encoder and an adapter for the tiny SD model, in the user's folders."""
     return {
-        "encoder": _tiny_encoder(_folder("clip_vision") / "tiny_clip.safetensors"),
-        "adapter": _tiny_adapter(tiny_sd, _folder("ipadapter") / "tiny_ip.safetensors"),
+        "encoder": tiny_encoder(_folder("clip_vision") / "tiny_clip.safetensors"),
+        "adapter": tiny_adapter(tiny_sd, _folder("ipadapter") / "tiny_ip.safetensors"),
     }
 
 
@@ -406,7 +297,7 @@ def test_the_reference_image_itself_steers(engine, tiny_sd, installed, tmp_path)
 
 
 def test_two_references_at_once(engine, tiny_sd, installed, tmp_path):
-    second = _tiny_adapter(tiny_sd, _folder("ipadapter") / "tiny_ip_b.safetensors", seed=7)
+    second = tiny_adapter(tiny_sd, _folder("ipadapter") / "tiny_ip_b.safetensors", seed=7)
     face = _reference_image(tmp_path / "face.png")
     style = _reference_image(tmp_path / "style.png", seed=11)
     job = _request(tiny_sd)
@@ -429,8 +320,8 @@ def test_two_references_at_once(engine, tiny_sd, installed, tmp_path):
 
 
 def test_an_sdxl_adapter_steers_and_weight_zero_changes_nothing(engine, tiny_sdxl, tmp_path):
-    _tiny_encoder(_folder("clip_vision") / "tiny_clip.safetensors")
-    _tiny_adapter(tiny_sdxl, _folder("ipadapter") / "tiny_xl_ip.safetensors")
+    tiny_encoder(_folder("clip_vision") / "tiny_clip.safetensors")
+    tiny_adapter(tiny_sdxl, _folder("ipadapter") / "tiny_xl_ip.safetensors")
     face = _reference_image(tmp_path / "face.png")
     job = replace(_request(tiny_sdxl), prompt="a square")
     base = _pixels(engine.generate(job))
@@ -518,11 +409,11 @@ def test_each_reference_problem_names_the_file_before_any_sampling(
     image = _reference_image(tmp_path / "face.png")
     model = ""
     if setup != "no encoder":
-        encoder = _tiny_encoder(encoders / "tiny_clip.safetensors")
+        encoder = tiny_encoder(encoders / "tiny_clip.safetensors")
         if setup == "damaged encoder":
             encoder.write_bytes(encoder.read_bytes()[:-100])
     if setup in ("no encoder", "damaged encoder", "damaged adapter", "missing image"):
-        adapter = _tiny_adapter(tiny_sd, adapters / "tiny_ip.safetensors")
+        adapter = tiny_adapter(tiny_sd, adapters / "tiny_ip.safetensors")
         if setup == "damaged adapter":
             adapter.write_bytes(adapter.read_bytes()[:-100])
         if setup == "missing image":
@@ -530,13 +421,13 @@ def test_each_reference_problem_names_the_file_before_any_sampling(
     elif setup == "named":
         model = "ip-adapter_sd15"
     elif setup in ("other family", "only other family"):
-        _tiny_adapter(tiny_sdxl, adapters / "tiny_xl_ip.safetensors")
+        tiny_adapter(tiny_sdxl, adapters / "tiny_xl_ip.safetensors")
         model = "tiny_xl_ip" if setup == "other family" else ""
     elif setup == "broken weights":
         # The header is right for this model, the tensors are not: diffusers refuses it.
         from safetensors.torch import load_file, save_file
 
-        path = _tiny_adapter(tiny_sd, adapters / "tiny_ip.safetensors")
+        path = tiny_adapter(tiny_sd, adapters / "tiny_ip.safetensors")
         state = load_file(str(path))
         state["ip_adapter.3.to_k_ip.weight"] = state["ip_adapter.3.to_k_ip.weight"][
             :, :5
@@ -557,9 +448,9 @@ def test_each_reference_problem_names_the_file_before_any_sampling(
 
 def test_the_library_names_the_standard_encoder_and_refuses_mixed_encoders():
     adapters_dir = _folder("ipadapter")
-    _header_only(adapters_dir / "ip-adapter_sd15.safetensors", _adapter_shapes(768, 1024))
-    _header_only(adapters_dir / "ip-adapter_sdxl.safetensors", _adapter_shapes(2048, 1280))
-    _header_only(adapters_dir / "ip-adapter_sdxl_vit-h.safetensors", _adapter_shapes(2048, 1024))
+    header_only_file(adapters_dir / "ip-adapter_sd15.safetensors", adapter_shapes(768, 1024))
+    header_only_file(adapters_dir / "ip-adapter_sdxl.safetensors", adapter_shapes(2048, 1280))
+    header_only_file(adapters_dir / "ip-adapter_sdxl_vit-h.safetensors", adapter_shapes(2048, 1024))
     library = ReferenceLibrary()
     with pytest.raises(ModelError) as caught:
         library.resolve([ReferenceImage("a.png")], "sd1", [])
@@ -569,8 +460,8 @@ def test_the_library_names_the_standard_encoder_and_refuses_mixed_encoders():
     )
     with pytest.raises(ModelError, match=r"needs the ViT-bigG image encoder \(CLIP-ViT-bigG-14"):
         library.resolve([ReferenceImage("a.png", model="ip-adapter_sdxl")], "sdxl", [])
-    _header_only(
-        _folder("clip_vision") / "CLIP-ViT-H-14.safetensors", _encoder_shapes(1280, 32, 1024)
+    header_only_file(
+        _folder("clip_vision") / "CLIP-ViT-H-14.safetensors", encoder_shapes(1280, 32, 1024)
     )
     mixed = [
         ReferenceImage("a.png", model="ip-adapter_sdxl"),
