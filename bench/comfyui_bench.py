@@ -22,12 +22,9 @@ whole run. The websocket client is a minimal RFC 6455 one on the standard librar
 from __future__ import annotations
 
 import argparse
-import base64
 import contextlib
-import hashlib
 import itertools
 import json
-import os
 import re
 import shutil
 import socket
@@ -45,222 +42,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+# The websocket client lives in the engine; the names of its old home here stay importable.
+from desktop.engine.remote.websocket import MAX_PAYLOAD as MAX_PAYLOAD
+from desktop.engine.remote.websocket import OP_BINARY, WebSocket
+from desktop.engine.remote.websocket import OP_CLOSE as OP_CLOSE
+from desktop.engine.remote.websocket import OP_CONTINUATION as OP_CONTINUATION
+from desktop.engine.remote.websocket import OP_PING as OP_PING
+from desktop.engine.remote.websocket import OP_PONG as OP_PONG
+from desktop.engine.remote.websocket import OP_TEXT as OP_TEXT
+from desktop.engine.remote.websocket import WebSocketClosed as WebSocketClosed
+from desktop.engine.remote.websocket import encode_frame as encode_frame
+from desktop.engine.remote.websocket import parse_frame as parse_frame
+
 DEFAULT_PYTHON = "/tmp/comfy-venv/bin/python"
 HOST = "127.0.0.1"
-
-# -- a minimal websocket client (RFC 6455) -------------------------------------------------
-
-OP_CONTINUATION = 0x0
-OP_TEXT = 0x1
-OP_BINARY = 0x2
-OP_CLOSE = 0x8
-OP_PING = 0x9
-OP_PONG = 0xA
-_WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-#: Refuse frames larger than this (a corrupt length would otherwise exhaust memory).
-MAX_PAYLOAD = 256 * 1024 * 1024
-
-
-class WebSocketClosed(ConnectionError):
-    """The peer closed the connection (close frame or end of stream)."""
-
-    def __init__(self, code: int | None = None, reason: str = "") -> None:
-        super().__init__(f"websocket closed (code {code}): {reason}".rstrip(": "))
-        self.code = code
-        self.reason = reason
-
-
-def _mask(data: bytes, key: bytes) -> bytes:
-    """XOR ``data`` with the 4-byte ``key`` repeated (masking and unmasking are the same)."""
-    n = len(data)
-    repeated = (key * (n // 4 + 1))[:n]
-    return (int.from_bytes(data, "big") ^ int.from_bytes(repeated, "big")).to_bytes(n, "big")
-
-
-def encode_frame(opcode: int, payload: bytes, fin: bool = True, mask: bool = True) -> bytes:
-    """One frame; clients must mask what they send (``mask=False`` is for tests)."""
-    head = bytearray([(0x80 if fin else 0) | opcode])
-    bit = 0x80 if mask else 0
-    n = len(payload)
-    if n < 126:
-        head.append(bit | n)
-    elif n < 1 << 16:
-        head.append(bit | 126)
-        head += struct.pack(">H", n)
-    else:
-        head.append(bit | 127)
-        head += struct.pack(">Q", n)
-    if mask:
-        key = os.urandom(4)
-        return bytes(head) + key + _mask(payload, key)
-    return bytes(head) + payload
-
-
-def parse_frame(buf: bytes | bytearray) -> tuple[bool, int, bytes, int] | None:
-    """Parse one frame at the start of ``buf``: (fin, opcode, payload, bytes used).
-
-    None when ``buf`` does not hold a whole frame yet. Masked frames are unmasked.
-    """
-    if len(buf) < 2:
-        return None
-    first, second = buf[0], buf[1]
-    if first & 0x70:
-        raise ValueError("websocket frame uses extension bits that were not negotiated")
-    length = second & 0x7F
-    pos = 2
-    if length == 126:
-        if len(buf) < 4:
-            return None
-        (length,) = struct.unpack_from(">H", buf, 2)
-        pos = 4
-    elif length == 127:
-        if len(buf) < 10:
-            return None
-        (length,) = struct.unpack_from(">Q", buf, 2)
-        pos = 10
-    if length > MAX_PAYLOAD:
-        raise ValueError(f"websocket frame of {length} bytes is too large")
-    key = b""
-    if second & 0x80:
-        if len(buf) < pos + 4:
-            return None
-        key = bytes(buf[pos : pos + 4])
-        pos += 4
-    if len(buf) < pos + length:
-        return None
-    payload = bytes(buf[pos : pos + length])
-    if key:
-        payload = _mask(payload, key)
-    return bool(first & 0x80), first & 0x0F, payload, pos + length
-
-
-class WebSocket:
-    """A websocket client connection on an already-connected socket.
-
-    ``recv`` returns whole messages (``OP_TEXT`` or ``OP_BINARY``, fragments joined),
-    answers pings and raises ``WebSocketClosed`` on close. Frames are parsed from a buffer,
-    so a ``TimeoutError`` in ``recv`` loses nothing: the next call carries on.
-    """
-
-    def __init__(self, sock: socket.socket, buffered: bytes = b"") -> None:
-        self.sock = sock
-        self._buf = bytearray(buffered)
-        self._fragments: list[bytes] = []
-        self._fragment_opcode: int | None = None
-        self._close_sent = False
-        self.closed = False
-
-    @classmethod
-    def connect(cls, host: str, port: int, path: str, timeout: float = 10.0) -> WebSocket:
-        """Open a TCP connection and do the HTTP upgrade handshake."""
-        sock = socket.create_connection((host, port), timeout=timeout)
-        try:
-            key = base64.b64encode(os.urandom(16)).decode()
-            request = (
-                f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
-                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                "Sec-WebSocket-Version: 13\r\n\r\n"
-            )
-            sock.sendall(request.encode())
-            data = b""
-            while b"\r\n\r\n" not in data:
-                chunk = sock.recv(4096)
-                if not chunk or len(data) > 65536:
-                    raise ConnectionError("websocket handshake: no complete HTTP response")
-                data += chunk
-            head, _, rest = data.partition(b"\r\n\r\n")
-            lines = head.decode("latin-1").split("\r\n")
-            if len(lines[0].split()) < 2 or lines[0].split()[1] != "101":
-                raise ConnectionError(f"websocket handshake refused: {lines[0]}")
-            headers = {
-                name.strip().lower(): value.strip()
-                for name, _, value in (line.partition(":") for line in lines[1:])
-            }
-            expected = base64.b64encode(hashlib.sha1((key + _WS_GUID).encode()).digest())
-            if headers.get("sec-websocket-accept", "").encode() != expected:
-                raise ConnectionError("websocket handshake: wrong Sec-WebSocket-Accept")
-        except BaseException:
-            sock.close()
-            raise
-        return cls(sock, rest)
-
-    def send(self, opcode: int, payload: bytes) -> None:
-        self.sock.sendall(encode_frame(opcode, payload, mask=True))
-
-    def send_text(self, text: str) -> None:
-        self.send(OP_TEXT, text.encode())
-
-    def recv(self, timeout: float | None = None) -> tuple[int, bytes]:
-        """The next data message as (opcode, payload); TimeoutError after ``timeout`` s."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            parsed = parse_frame(self._buf)
-            if parsed is None:
-                self._fill(deadline)
-                continue
-            fin, opcode, payload, used = parsed
-            del self._buf[:used]
-            message = self._handle(fin, opcode, payload)
-            if message is not None:
-                return message
-
-    def _fill(self, deadline: float | None) -> None:
-        if self.closed:
-            raise WebSocketClosed(reason="connection already closed")
-        if deadline is not None:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError("no websocket message in time")
-            self.sock.settimeout(left)
-        else:
-            self.sock.settimeout(None)
-        chunk = self.sock.recv(65536)  # TimeoutError (socket.timeout) leaves _buf intact
-        if not chunk:
-            self.closed = True
-            raise WebSocketClosed(reason="end of stream")
-        self._buf += chunk
-
-    def _handle(self, fin: bool, opcode: int, payload: bytes) -> tuple[int, bytes] | None:
-        if opcode == OP_PING:
-            self.send(OP_PONG, payload)
-            return None
-        if opcode == OP_PONG:
-            return None
-        if opcode == OP_CLOSE:
-            code = struct.unpack(">H", payload[:2])[0] if len(payload) >= 2 else None
-            if not self._close_sent:
-                with contextlib.suppress(OSError):
-                    self.send(OP_CLOSE, payload[:2])
-                self._close_sent = True
-            self.closed = True
-            raise WebSocketClosed(code, payload[2:].decode("utf-8", "replace"))
-        if opcode == OP_CONTINUATION:
-            if self._fragment_opcode is None:
-                raise ValueError("websocket continuation frame without a first fragment")
-            self._fragments.append(payload)
-            if not fin:
-                return None
-            whole = (self._fragment_opcode, b"".join(self._fragments))
-            self._fragments, self._fragment_opcode = [], None
-            return whole
-        if opcode in (OP_TEXT, OP_BINARY):
-            if self._fragment_opcode is not None:
-                raise ValueError("websocket data frame in the middle of a fragmented message")
-            if fin:
-                return opcode, payload
-            self._fragment_opcode, self._fragments = opcode, [payload]
-            return None
-        raise ValueError(f"unknown websocket opcode {opcode:#x}")
-
-    def close(self) -> None:
-        """Send a close frame (1000) if none was sent, and close the socket."""
-        if not self._close_sent and not self.closed:
-            with contextlib.suppress(OSError):
-                self.send(OP_CLOSE, struct.pack(">H", 1000))
-            self._close_sent = True
-        self.closed = True
-        self.sock.close()
-
 
 # -- the workflow ---------------------------------------------------------------------------
 
@@ -486,40 +281,17 @@ def _post_json(url: str, body: dict, timeout: float = 30.0) -> Any:
 
 
 def _wait_ready(proc: subprocess.Popen, port: int, log: Path, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(
-                f"ComfyUI exited with code {proc.returncode} while starting:\n{_log_tail(log)}"
-            )
-        try:
-            _get_json(f"http://{HOST}:{port}/system_stats", timeout=2.0)
-            return
-        except (OSError, ValueError):
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"ComfyUI did not answer within {timeout:.0f} s:\n{_log_tail(log)}")
-        time.sleep(0.1)
+    """Poll ``/system_stats`` until the server answers (see ``ComfyProcess.wait_ready``)."""
+    from tests.helpers.comfy_server import ComfyProcess
+
+    ComfyProcess(proc=proc, port=port, log_path=log, base_dir=log.parent).wait_ready(timeout)
 
 
 def _stop(proc: subprocess.Popen, timeout: float = 15.0) -> None:
     """Terminate the server and whatever it started; kill what does not stop in time."""
-    import psutil
+    from tests.helpers.comfy_server import stop_process
 
-    try:
-        children = psutil.Process(proc.pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        children = []
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout)
-    for child in children:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            child.kill()
+    stop_process(proc, timeout)
 
 
 def _run_job(
@@ -565,77 +337,50 @@ def run_comfyui(
     """Start ComfyUI on ``checkpoint``, run ``jobs`` one after another, stop it, report.
 
     Jobs are dicts of ``JOB_DEFAULTS`` keys. ComfyUI caches node outputs: a job identical
-    to an earlier one finishes at once (give each a different seed). Everything the server
-    writes goes to a temporary folder that is deleted afterwards. Returns ``startup_s``
-    (process start to ``/system_stats`` answering), ``jobs`` (one dict of metrics each, see
-    the module docstring), ``peak_rss_mb`` and ``comfyui_version``.
+    to an earlier one finishes at once (give each a different seed). The server is started
+    by ``tests.helpers.comfy_server.start_comfyui`` (loopback, CPU, no custom or API nodes,
+    no web front end) and sees only ``checkpoint``, linked into a models folder;
+    everything it writes goes to a temporary folder that is deleted afterwards. Returns
+    ``startup_s`` (process start to ``/system_stats`` answering), ``jobs`` (one dict of
+    metrics each, see the module docstring), ``peak_rss_mb`` and ``comfyui_version``.
     """
+    from tests.helpers.comfy_server import link_into, start_comfyui
+
     comfy_dir = Path(comfy_dir).resolve()
     checkpoint = Path(checkpoint).resolve()
     if not checkpoint.is_file():
         raise FileNotFoundError(checkpoint)
-    port = port or free_port()
     tmp = Path(tempfile.mkdtemp(prefix="comfyui-bench-"))
-    proc: subprocess.Popen | None = None
+    comfy = None
     monitor: RssMonitor | None = None
     ws: WebSocket | None = None
     try:
-        # --base-directory keeps ComfyUI's defaults (models/, custom_nodes/, input/...) out of
-        # comfy_dir too: nothing is written there, and its own models/ are not scanned.
-        for sub in ("custom_nodes", "input", "out", "temp", "user"):
-            (tmp / sub).mkdir()
-        extra = tmp / "extra_model_paths.yaml"
-        # JSON is valid YAML: no quoting questions for odd paths.
-        extra.write_text(json.dumps({"sandstorm_bench": {"checkpoints": str(checkpoint.parent)}}))
-        log = tmp / "server.log"
-        command = [
-            python,
-            str(comfy_dir / "main.py"),
-            "--cpu",
-            "--listen",
-            HOST,
-            "--port",
-            str(port),
-            "--disable-auto-launch",
-            "--preview-method",
-            "latent2rgb",
-            "--extra-model-paths-config",
-            str(extra),
-            "--base-directory",
-            str(tmp),
-            "--input-directory",
-            str(tmp / "input"),
-            "--output-directory",
-            str(tmp / "out"),
-            "--temp-directory",
-            str(tmp / "temp"),
-            "--user-directory",
-            str(tmp / "user"),
-            "--database-url",
-            f"sqlite:///{tmp / 'db.sqlite'}",
-        ]
-        env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
-        start = time.perf_counter()
-        with open(log, "wb") as log_file:
-            proc = subprocess.Popen(
-                command, cwd=tmp, env=env, stdout=log_file, stderr=subprocess.STDOUT
-            )
-        monitor = RssMonitor(proc.pid).start()
-        _wait_ready(proc, port, log, startup_timeout)
-        startup_s = time.perf_counter() - start
+        models = tmp / "bench-models"
+        link_into(checkpoint, models / "checkpoints")
+        comfy = start_comfyui(
+            models, tmp / "base", port=port, python=Path(python), folder=comfy_dir
+        )
+        monitor = RssMonitor(comfy.proc.pid).start()
+        startup_s = comfy.wait_ready(startup_timeout)
         client_id = uuid.uuid4().hex
-        ws = WebSocket.connect(HOST, port, f"/ws?clientId={client_id}")
+        ws = WebSocket.connect(HOST, comfy.port, f"/ws?clientId={client_id}")
         results = [
             _run_job(
-                ws, proc, port, client_id, build_workflow(job, checkpoint.name), log, job_timeout
+                ws,
+                comfy.proc,
+                comfy.port,
+                client_id,
+                build_workflow(job, checkpoint.name),
+                comfy.log_path,
+                job_timeout,
             )
             for job in jobs
         ]
     finally:
         if ws is not None:
             ws.close()
-        if proc is not None:
-            _stop(proc)
+        if comfy is not None:
+            comfy.stop()
         peak = monitor.stop() if monitor is not None else 0
         shutil.rmtree(tmp, ignore_errors=True)
     return {

@@ -46,10 +46,15 @@ def used_loras(request: GenerationRequest) -> list[tuple[str, float, float]]:
 
 @dataclass(frozen=True)
 class Resources:
-    """The hashed LoRAs and embeddings of one image: (name, short hash) pairs."""
+    """What one image was made with beyond its request: the hashed LoRAs and embeddings
+    ((name, short hash) pairs) and, for an image made on a ComfyUI server, the server's name
+    (never its access token) and the API graph it ran (JSON, saved as ComfyUI's ``prompt``
+    chunk, so ComfyUI opens the image as that graph)."""
 
     loras: tuple[tuple[str, str], ...] = ()
     embeddings: tuple[tuple[str, str], ...] = ()
+    server: str = ""
+    graph: str = ""
 
     def infotext_items(self) -> list[tuple[str, str]]:
         pairs = []
@@ -57,6 +62,8 @@ class Resources:
             pairs.append(("Lora hashes", format_hash_list(self.loras)))
         if self.embeddings:
             pairs.append(("TI hashes", format_hash_list(self.embeddings)))
+        if self.server:
+            pairs.append(("Server", self.server))
         return pairs
 
 

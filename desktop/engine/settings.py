@@ -17,10 +17,14 @@ from typing import Any
 from desktop.engine import paths
 from desktop.engine.devices import ComputeOptions
 from desktop.engine.errors import RequestError
+from desktop.engine.remote.comfy_client import ServerConfig, normalize_url
 
 SETTINGS_VERSION = 2
 #: What happens to jobs still waiting when the app last closed or crashed.
 QUEUE_ON_START = ("run", "paused")
+#: ``Settings.backend`` values besides a server's URL.
+LOCAL_BACKEND = "local"
+ALL_SERVERS = "all"
 
 
 @dataclass
@@ -46,10 +50,37 @@ class Settings:
     torch_compile: bool = False
     window_geometry: str = ""
     window_state: str = ""
+    #: ComfyUI servers: {"url", "name", "token", "verify_tls"} each. Access tokens live only
+    #: here (the file is readable by its owner alone) and never in image metadata or logs.
+    servers: list[dict[str, Any]] = field(default_factory=list)
+    #: Where jobs run: "local", "all" (every server) or one server's URL.
+    backend: str = LOCAL_BACKEND
+    #: The note on seeds differing between this computer and ComfyUI servers was shown (it
+    #: is shown once, the first time a server is chosen).
+    seen_server_seed_note: bool = False
 
     @property
     def output_path(self) -> Path:
         return Path(self.output_dir).expanduser() if self.output_dir else paths.pictures_dir()
+
+    def server_configs(self) -> list[ServerConfig]:
+        """The servers as the remote backend takes them (malformed entries left out)."""
+        configs: list[ServerConfig] = []
+        for entry in self.servers:
+            config = server_config(entry)
+            if config is not None and config.url not in {c.url for c in configs}:
+                configs.append(config)
+        return configs
+
+    def backend_servers(self) -> list[ServerConfig]:
+        """The servers jobs go to: none for the local engine, all of them, or the chosen one
+        (none when it is no longer in the list)."""
+        if self.backend == LOCAL_BACKEND:
+            return []
+        configs = self.server_configs()
+        if self.backend == ALL_SERVERS:
+            return configs
+        return [c for c in configs if c.url == self.backend]
 
     def compute_options(self) -> ComputeOptions:
         """The performance settings as the engine takes them."""
@@ -59,6 +90,33 @@ class Settings:
             memory_mode=self.memory_mode,
             compile=self.torch_compile,
         )
+
+
+def server_config(entry: Any) -> ServerConfig | None:
+    """A ``ServerConfig`` from a settings entry; None when it is not a valid one."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("url"), str):
+        return None
+    try:
+        url = normalize_url(entry["url"])
+    except RequestError:
+        return None
+    token, name = entry.get("token", ""), entry.get("name", "")
+    return ServerConfig(
+        url=url,
+        token=token if isinstance(token, str) else "",
+        verify_tls=entry.get("verify_tls", True) is not False,
+        name=name if isinstance(name, str) else "",
+    )
+
+
+def server_entry(config: ServerConfig) -> dict[str, Any]:
+    """The settings entry of ``config``."""
+    return {
+        "url": config.url,
+        "name": config.name,
+        "token": config.token,
+        "verify_tls": config.verify_tls,
+    }
 
 
 def settings_file() -> Path:
@@ -86,6 +144,8 @@ def load_settings(path: Path | None = None) -> Settings:
             values[name] = float(value)
     if data.get("version") == 1:
         values["last_request"] = _from_version_1(data)
+    if "servers" in values:
+        values["servers"] = [e for e in values["servers"] if server_config(e) is not None]
     if values.get("queue_on_start") not in QUEUE_ON_START:
         values.pop("queue_on_start", None)
     values["version"] = SETTINGS_VERSION
@@ -113,8 +173,12 @@ def save_settings(settings: Settings, path: Path | None = None) -> None:
     path = path or settings_file()
     path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(dataclasses.asdict(settings), indent=2, sort_keys=True)
+    # mkstemp makes the file readable by its owner only; said again for clarity, because
+    # the file holds the servers' access tokens.
     fd, tmp = tempfile.mkstemp(prefix=".settings-", suffix=".tmp", dir=path.parent)
     try:
+        if hasattr(os, "fchmod"):  # POSIX
+            os.fchmod(fd, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
             handle.flush()

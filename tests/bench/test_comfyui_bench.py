@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import socket
 import struct
@@ -13,6 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from bench import comfyui_bench as cb
+from desktop.engine.remote.websocket import accept_key
 
 
 @pytest.fixture
@@ -142,7 +141,7 @@ def test_handshake_and_bytes_that_follow_it():
                 for line in request.split(b"\r\n")
                 if line.lower().startswith(b"sec-websocket-key:")
             )
-            accept = base64.b64encode(hashlib.sha1(key + cb._WS_GUID.encode()).digest())
+            accept = accept_key(key.decode()).encode()
             conn.sendall(
                 b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
                 b"Connection: Upgrade\r\nSec-WebSocket-Accept: "

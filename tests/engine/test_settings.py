@@ -175,3 +175,43 @@ def test_performance_settings_become_compute_options(tmp_path: Path):
     loaded = load_settings(path)
     assert (loaded.precision, loaded.torch_compile) == ("auto", True)
     assert loaded.compute_options() == ComputeOptions(compile=True)
+
+
+def test_servers_round_trip_and_the_file_is_readable_by_its_owner_only(tmp_path: Path):
+    import os
+    import stat
+    import sys
+
+    from desktop.engine.remote.comfy_client import ServerConfig
+    from desktop.engine.settings import ALL_SERVERS, server_entry
+
+    first = ServerConfig("https://gpu.example:8443", token="t0ken", verify_tls=False, name="GPU")
+    second = ServerConfig("http://192.168.1.20:8188")
+    path = tmp_path / "settings.json"
+    settings = Settings(servers=[server_entry(first), server_entry(second)], backend=first.url)
+    save_settings(settings, path)
+    if sys.platform != "win32":
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600  # the tokens live here
+    loaded = load_settings(path)
+    assert loaded.server_configs() == [first, second]
+    assert loaded.backend_servers() == [first]
+    loaded.backend = ALL_SERVERS
+    assert loaded.backend_servers() == [first, second]
+    loaded.backend = "http://gone:8188"
+    assert loaded.backend_servers() == []  # a removed server runs nothing
+    loaded.backend = "local"
+    assert loaded.backend_servers() == []
+
+
+def test_malformed_server_entries_are_dropped_on_load(tmp_path: Path):
+    path = tmp_path / "settings.json"
+    entries = [
+        {"url": "ftp://nope"},
+        {"name": "no url"},
+        "http://a-string:8188",
+        {"url": "http://ok:8188", "token": 5, "verify_tls": "yes"},
+    ]
+    path.write_text(json.dumps({"version": 2, "servers": entries}), encoding="utf-8")
+    loaded = load_settings(path)
+    (config,) = loaded.server_configs()
+    assert (config.url, config.token, config.verify_tls) == ("http://ok:8188", "", True)

@@ -146,6 +146,10 @@ def sandstorm_chunk(
     return json.dumps(payload, ensure_ascii=False, sort_keys=True)
 
 
+#: ComfyUI's PNG text chunk for the API graph an image was made with.
+COMFY_PROMPT_KEY = "prompt"
+
+
 def png_info(
     request: GenerationRequest,
     model_name: str | None = None,
@@ -158,4 +162,6 @@ def png_info(
     parameters = format_parameters(request, model_name, model_hash, resources)
     info.add_text(PARAMETERS_KEY, parameters)
     info.add_text(SANDSTORM_KEY, sandstorm_chunk(request, model_name, model_hash))
+    if resources is not None and resources.graph:
+        info.add_text(COMFY_PROMPT_KEY, resources.graph)
     return info
