@@ -41,7 +41,6 @@ from PySide6.QtGui import (
     QKeyEvent,
     QKeySequence,
     QPixmap,
-    QStandardItemModel,
 )
 from PySide6.QtWidgets import (
     QCheckBox,
@@ -53,7 +52,6 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QPushButton,
-    QScrollArea,
     QToolButton,
     QVBoxLayout,
     QWidget,
@@ -70,6 +68,7 @@ from desktop.engine.schema import FieldInfo, fields_of, from_plain
 from desktop.ui.fields import Editor, SettingsPanel, changed_signal, make_editor
 from desktop.ui.icons import icon
 from desktop.ui.inputs import can_accept, check_image, image_from_mime
+from desktop.ui.part_list import ModelPicker, PickerEntry, build_card_list
 from desktop.ui.qimage import pil_to_qimage
 from desktop.ui.sketch_pad import DEFAULT_SIZE, SketchDialog, image_digest
 from desktop.ui.tasks import Task, TaskRunner
@@ -79,8 +78,6 @@ log = logging.getLogger(__name__)
 #: Side of the image and preview thumbnails of a layer.
 THUMB = 112
 IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.webp *.bmp)"
-#: The data role of the model picker holding the model's name ("" for the automatic one).
-MODEL_ROLE = Qt.ItemDataRole.UserRole + 1
 #: The control type a new layer gets.
 DEFAULT_TYPE = "scribble"
 #: A drawing made for an image is at most this many pixels on its longer side.
@@ -377,6 +374,7 @@ class ControlLayer(QFrame):
         self.model_combo = QComboBox()
         self.model_combo.setObjectName("ControlModel")
         compact_combo(self.model_combo)
+        self.picker = ModelPicker(self.model_combo, "ControlNet", "models/controlnet")
         form.addRow("Model", self.model_combo)
         for info in fields_of(ControlUnit):
             if info.name in _CUSTOM_FIELDS or info.name in self.editors:
@@ -433,17 +431,12 @@ class ControlLayer(QFrame):
 
     def model_name(self) -> str:
         """The chosen model's name; "" for the automatic (suggested) one."""
-        data = self.model_combo.currentData(MODEL_ROLE)
-        return str(data) if data else ""
+        return self.picker.name()
 
     def set_model_name(self, name: str) -> None:
         """Choose the model ``name`` ("" for the suggested one); one not installed is added
         to the picker as such, so a restored request keeps naming it."""
-        index = self._model_index(name)
-        if index < 0:
-            self._add_missing_model(name)
-            index = self.model_combo.count() - 1
-        self.model_combo.setCurrentIndex(index)
+        self.picker.select(name)
 
     def suggested(self) -> ControlNetFile | None:
         """The ControlNet the automatic choice uses for this layer's type and the family."""
@@ -666,13 +659,6 @@ class ControlLayer(QFrame):
         self._family = family
         self._rebuild_models()
 
-    def _model_index(self, name: str) -> int:
-        for index in range(self.model_combo.count()):
-            data = self.model_combo.itemData(index, MODEL_ROLE)
-            if (data or "") == name or (name and str(data).casefold() == name.casefold()):
-                return index
-        return -1
-
     def _family_problem(self, item: ControlNetFile) -> str:
         base = self._family.removesuffix("-inpaint")
         if not base or not item.family or item.family == base:
@@ -683,61 +669,21 @@ class ControlLayer(QFrame):
         )
 
     def _rebuild_models(self) -> None:
-        keep = self.model_name()
-        combo = self.model_combo
-        combo.blockSignals(True)
-        try:
-            combo.clear()
-            pick = self.suggested()
-            kind = self.control_type()
-            if pick is not None:
-                combo.addItem(f"Suggested: {pick.name}")
-                combo.setItemData(
-                    0,
-                    f"The {kind} ControlNet for this model: {pick.path}",
-                    Qt.ItemDataRole.ToolTipRole,
-                )
-            else:
-                combo.addItem("Automatic (none installed)")
-                combo.setItemData(0, self._no_suggestion_text(), Qt.ItemDataRole.ToolTipRole)
-            combo.setItemData(0, "", MODEL_ROLE)
-            model = combo.model()
-            for item in self._models:
-                problem = item.problem or self._family_problem(item)
-                combo.addItem(item.name)
-                index = combo.count() - 1
-                combo.setItemData(index, item.name, MODEL_ROLE)
-                details = ", ".join(
-                    t
-                    for t in (
-                        family_label(item.family) if item.family else "",
-                        item.control_type,
-                    )
-                    if t
-                )
-                tip = sentence(problem) if problem else f"{details}\n{item.path}".strip()
-                combo.setItemData(index, tip, Qt.ItemDataRole.ToolTipRole)
-                if item.problem and isinstance(model, QStandardItemModel):
-                    entry = model.item(index)
-                    if entry is not None:
-                        entry.setEnabled(False)
-            if keep and self._model_index(keep) < 0:
-                self._add_missing_model(keep)
-            combo.setCurrentIndex(max(0, self._model_index(keep)))
-        finally:
-            combo.blockSignals(False)
-        self._show_note()
-
-    def _add_missing_model(self, name: str) -> None:
-        self.model_combo.addItem(f"{name} (not installed)")
-        index = self.model_combo.count() - 1
-        self.model_combo.setItemData(index, name, MODEL_ROLE)
-        self.model_combo.setItemData(
-            index,
-            f"No ControlNet called {name} is installed; put it in models/controlnet and "
-            "refresh, or pick another.",
-            Qt.ItemDataRole.ToolTipRole,
+        pick = self.suggested()
+        entries = []
+        for item in self._models:
+            problem = item.problem or self._family_problem(item)
+            family = family_label(item.family) if item.family else ""
+            details = ", ".join(t for t in (family, item.control_type) if t)
+            tip = sentence(problem) if problem else f"{details}\n{item.path}".strip()
+            entries.append(PickerEntry(item.name, tip, not item.problem))
+        suggested = (
+            (pick.name, f"The {self.control_type()} ControlNet for this model: {pick.path}")
+            if pick is not None
+            else None
         )
+        self.picker.rebuild(suggested, self._no_suggestion_text(), entries)
+        self._show_note()
 
     def _no_suggestion_text(self) -> str:
         kind = self.control_type()
@@ -750,11 +696,7 @@ class ControlLayer(QFrame):
 
     def _show_note(self) -> None:
         """What the user should know about the layer's model and type (or nothing)."""
-        # The picker is narrow: its tooltip names the whole choice.
-        tip = self.model_combo.currentData(Qt.ItemDataRole.ToolTipRole)
-        self.model_combo.setToolTip(
-            f"{self.model_combo.currentText()}\n{tip}" if tip else self.model_combo.currentText()
-        )
+        self.picker.update_tooltip()
         notes: list[str] = []
         name = self.model_name()
         if name:
@@ -849,45 +791,18 @@ class ControlPanel(SettingsPanel):
         self._show_hint()
 
     def _build(self) -> None:
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(10, 10, 10, 10)
-        layout.setSpacing(6)
-
-        top = QHBoxLayout()
-        self.add_button = QPushButton("Add control layer")
-        self.add_button.setObjectName("AddControlLayer")
-        self.add_button.setToolTip(
+        frame = build_card_list(
+            self,
+            "Add control layer",
             "Guide the picture with an image: edges (canny), a scribble, line art, a tile, "
-            "or a depth / pose map"
+            "or a depth / pose map",
+            "List the ControlNet folders again",
+            ("AddControlLayer", "RefreshControlNets", "ControlHint", "ControlLayers"),
         )
-        self.refresh_button = QToolButton()
-        self.refresh_button.setObjectName("RefreshControlNets")
-        self.refresh_button.setIcon(icon("refresh"))
-        self.refresh_button.setText("Refresh")
-        self.refresh_button.setToolTip("List the ControlNet folders again")
-        top.addWidget(self.add_button, 1)
-        top.addWidget(self.refresh_button)
-        layout.addLayout(top)
-
-        self.hint_label = QLabel()
-        self.hint_label.setObjectName("ControlHint")
-        self.hint_label.setWordWrap(True)
-        self.hint_label.setTextFormat(Qt.TextFormat.PlainText)
-        self.hint_label.setStyleSheet("color: #9a9ca8;")
-        layout.addWidget(self.hint_label)
-
-        self.scroll = QScrollArea()
-        self.scroll.setObjectName("ControlLayers")
-        self.scroll.setWidgetResizable(True)
-        self.scroll.setFrameShape(QFrame.Shape.NoFrame)
-        self.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        body = QWidget()
-        self.layers_layout = QVBoxLayout(body)
-        self.layers_layout.setContentsMargins(0, 0, 0, 0)
-        self.layers_layout.setSpacing(8)
-        self.layers_layout.addStretch(1)
-        self.scroll.setWidget(body)
-        layout.addWidget(self.scroll, 1)
+        layout = frame.layout
+        self.add_button, self.refresh_button = frame.add_button, frame.refresh_button
+        self.hint_label, self.scroll = frame.hint_label, frame.scroll
+        self.layers_layout = frame.cards_layout
 
         # Settings declared for this panel later get generic editors here.
         extra = QFormLayout()

@@ -4,6 +4,11 @@ The worker thread consumes jobs in submission order; this class mirrors that ord
 queue view and owns each job's cancel event, which the GUI thread sets directly so a running
 job stops within one step (a queued signal would wait until the pipeline call returns).
 
+Several jobs can run at once (on ComfyUI servers, two per server): ``running_jobs`` lists
+them in the order they started and ``running`` is the most recently started one, the job the
+progress bar and the canvas follow. The local worker runs one job at a time, so there it is
+simply the running job.
+
 With a ``QueueStore`` the queue is written to disk on every change, so waiting jobs survive
 a close or a crash. On the next start ``restore`` recreates them; the job that was running
 when the process died comes back *interrupted*: listed, never rerun on its own, until the
@@ -43,6 +48,19 @@ class Job:
     created: float = field(default_factory=time.monotonic)
     created_at: float = field(default_factory=time.time)
     submitted: bool = False
+    #: Sent to the ComfyUI servers rather than the local worker.
+    remote: bool = False
+    #: The label of the server running it ("" locally, or while it waits for a server).
+    where: str = ""
+    #: The last status its backend reported ("Waiting for a server…", "Loading model…").
+    status: str = ""
+    #: The last step reported and when the job started (``time.perf_counter``).
+    step: int = 0
+    started_at: float = 0.0
+    #: Elapsed seconds at the first step (the it/s figure leaves the warm-up out).
+    first_step_elapsed: float | None = None
+    #: Previews not drawn: another job had the canvas, or this one was being cancelled.
+    dropped_previews: int = 0
 
     @property
     def cancelled(self) -> bool:
@@ -75,7 +93,8 @@ class JobQueue:
     def __init__(self, store: QueueStore | None = None) -> None:
         self._ids = itertools.count(1)
         self._pending: list[Job] = []
-        self._running: Job | None = None
+        #: In the order they started; the last one is ``running``.
+        self._running: list[Job] = []
         self._interrupted: list[Job] = []
         self._paused = False
         self._store = store
@@ -88,7 +107,13 @@ class JobQueue:
 
     @property
     def running(self) -> Job | None:
-        return self._running
+        """The most recently started running job (the one the canvas follows)."""
+        return self._running[-1] if self._running else None
+
+    @property
+    def running_jobs(self) -> list[Job]:
+        """Every running job, in the order they started."""
+        return list(self._running)
 
     @property
     def interrupted(self) -> list[Job]:
@@ -109,16 +134,19 @@ class JobQueue:
         return self._save_error
 
     def __len__(self) -> int:
-        return len(self._pending) + (self._running is not None)
+        return len(self._pending) + len(self._running)
 
     def get(self, job_id: str) -> Job | None:
-        if self._running is not None and self._running.job_id == job_id:
-            return self._running
-        return next((j for j in self._pending if j.job_id == job_id), None)
+        """The running or waiting job ``job_id`` (None when it is neither)."""
+        return next((j for j in [*self._running, *self._pending] if j.job_id == job_id), None)
+
+    def is_running(self, job_id: str) -> bool:
+        return any(j.job_id == job_id for j in self._running)
 
     def is_current(self, job_id: str) -> bool:
-        """True while ``job_id`` is the running job and has not been cancelled."""
-        job = self._running
+        """True while ``job_id`` is the (most recently started) running job and has not been
+        cancelled."""
+        job = self.running
         return job is not None and job.job_id == job_id and not job.cancelled
 
     # -- changes ----------------------------------------------------------------------------
@@ -134,21 +162,19 @@ class JobQueue:
         if job is None:
             return None
         self._pending.remove(job)
-        self._running = job
+        self._running.append(job)
         self._persist()
         return job
 
     def mark_done(self, job_id: str) -> Job | None:
         """The job finished, failed or was cancelled; forget it wherever it is."""
-        if self._running is not None and self._running.job_id == job_id:
-            job, self._running = self._running, None
-            self._persist()
-            return job
-        job = next((j for j in self._pending if j.job_id == job_id), None)
-        if job is not None:
-            self._pending.remove(job)
-            self._persist()
-        return job
+        for jobs in (self._running, self._pending):
+            job = next((j for j in jobs if j.job_id == job_id), None)
+            if job is not None:
+                jobs.remove(job)
+                self._persist()
+                return job
+        return None
 
     def remove(self, job_id: str) -> Job | None:
         """Drop a pending job: it is cancelled so the worker skips it when it comes up."""
@@ -160,18 +186,29 @@ class JobQueue:
         return job
 
     def cancel_current(self) -> Job | None:
-        job = self._running
+        """Cancel the most recently started running job (the one on the canvas)."""
+        job = self.running
         if job is not None:
             job.cancel()
             self._persist()  # a cancelled job is not stored as running any more
         return job
 
+    def cancel(self, job_id: str) -> Job | None:
+        """Cancel one running job (it stays listed until its backend confirms) or remove a
+        waiting one; None when there is no such job."""
+        job = next((j for j in self._running if j.job_id == job_id), None)
+        if job is None:
+            return self.remove(job_id)
+        job.cancel()
+        self._persist()
+        return job
+
     def cancel_all(self) -> list[Job]:
-        """Cancel the running job and empty the queue; returns every job cancelled.
+        """Cancel the running jobs and empty the queue; returns every job cancelled.
 
         Interrupted jobs stay listed (they are not queued; dismiss them one by one).
         """
-        jobs = ([self._running] if self._running is not None else []) + self._pending
+        jobs = [*self._running, *self._pending]
         for job in jobs:
             job.cancel()
         self._pending.clear()
@@ -253,8 +290,8 @@ class JobQueue:
     def shutdown(self) -> list[Job]:
         """The app is closing: keep the queue for the next start, then cancel everything.
 
-        The running job is stored at the head of the waiting jobs (a clean close is not a
-        crash, so it runs again next time), then the store is detached so the cancellations
+        The running jobs are stored at the head of the waiting jobs (a clean close is not a
+        crash, so they run again next time), then the store is detached so the cancellations
         that follow (and the worker's late signals) do not erase the saved queue.
 
         Returns:
@@ -278,8 +315,7 @@ class JobQueue:
         self._ids = itertools.count(max(upcoming, highest + 1))
 
     def _all(self) -> list[Job]:
-        running = [self._running] if self._running is not None else []
-        return [*running, *self._pending, *self._interrupted]
+        return [*self._running, *self._pending, *self._interrupted]
 
     def _take_interrupted(self, job_id: str) -> Job:
         job = next((j for j in self._interrupted if j.job_id == job_id), None)
@@ -291,18 +327,22 @@ class JobQueue:
     def _persist(self, closing: bool = False) -> None:
         """Save the queue (cancelled jobs are left out); a failure is kept in ``save_error``.
 
-        ``closing`` stores the running job as the first waiting one (see ``shutdown``).
+        ``closing`` stores the running jobs as the first waiting ones (see ``shutdown``).
+
+        The store records one running job; any other running job is stored as interrupted,
+        which is exactly what every running job becomes when the file is loaded again.
         """
         if self._store is None:
             return
-        waiting, running = self._pending, self._running
-        if closing and running is not None:
-            waiting, running = [running, *waiting], None
+        waiting = self._pending
+        running = [j for j in self._running if not j.cancelled]
+        if closing:
+            waiting, running = [*running, *waiting], []
         try:
             self._store.save(
                 [j.entry() for j in waiting if not j.cancelled],
-                running.entry() if running is not None and not running.cancelled else None,
-                [j.entry() for j in self._interrupted],
+                running[-1].entry() if running else None,
+                [j.entry() for j in [*self._interrupted, *running[:-1]]],
             )
         except OSError as exc:
             self._save_error = f"Could not save the queue: {exc.strerror or exc}"

@@ -1,16 +1,22 @@
-"""Sandstorm's main window: dockable panels around the canvas, a job queue, one worker.
+"""Sandstorm's main window: dockable panels around the canvas, a job queue, the workers.
 
 The window builds all of itself here: docks (gallery included), menus and shortcuts. It is
 thin: each panel reports and shows its settings by name (``values()`` / ``set_values()``),
 ``desktop.ui.form`` turns them into the frozen request, ``JobQueue`` keeps the queue, and
-``GenerationWorker`` runs jobs on a backend. The GUI thread never imports torch; the worker
-is started by ``start_engine`` once the window is on screen.
+``GenerationWorker`` runs jobs on the local engine. The GUI thread never imports torch; the
+worker is started by ``start_engine`` once the window is on screen.
+
+With ComfyUI servers set up (File ▸ Settings), a picker next to the model chooses where jobs
+run: "Local", one server, or "All servers". Jobs for the servers go to ``RemoteWorker``
+(same signals, same handlers), several of them at once; the model picker lists the servers'
+checkpoints then, and the local worker is not started for them.
 """
 
 from __future__ import annotations
 
 import functools
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -45,9 +51,17 @@ from desktop.engine.metadata import read_metadata
 from desktop.engine.model_folders import checkpoint_search_folders
 from desktop.engine.models import ModelInfo, match_model, scan
 from desktop.engine.queue_store import QueueStore
+from desktop.engine.remote.comfy_graph import describe_seed_difference
 from desktop.engine.request import GenerationRequest, snap_size
 from desktop.engine.results import save_results
-from desktop.engine.settings import Settings, load_settings, save_settings
+from desktop.engine.settings import LOCAL_BACKEND, Settings, load_settings, save_settings
+from desktop.ui.backends import (
+    backend_choices,
+    checkpoint_infos,
+    connecting_reason,
+    is_server_backend,
+    servers_summary,
+)
 from desktop.ui.canvas import ImageCanvas
 from desktop.ui.control_panel import ControlPanel
 from desktop.ui.download_dialog import DownloadDialog, open_download_dialog
@@ -60,9 +74,10 @@ from desktop.ui.img2img_panel import Img2ImgPanel
 from desktop.ui.jobs import Job, JobQueue
 from desktop.ui.lora_panel import LoraPanel
 from desktop.ui.message_bar import MessageBar
-from desktop.ui.prompt_panel import PromptPanel
+from desktop.ui.prompt_panel import PromptPanel, model_key
 from desktop.ui.queue_view import QueueView
 from desktop.ui.reference_panel import ReferencePanel
+from desktop.ui.remote_worker import RemoteWorker
 from desktop.ui.sampler_panel import SamplerPanel
 from desktop.ui.settings_dialog import SettingsDialog
 from desktop.ui.tasks import Task, TaskRunner
@@ -104,7 +119,17 @@ class MainWindow(QMainWindow):
             backend_factory=backend_factory,
             options=self.settings.compute_options(),
         )
+        self.remote = RemoteWorker(output_dir=self.settings.output_path, parent=self)
         self.models: list[ModelInfo] = []
+        #: Where jobs go now (``Settings.backend`` once ``_init_backend`` checked it).
+        self._backend = LOCAL_BACKEND
+        #: The servers' checkpoints as last listed (kept while the servers are away).
+        self._remote_models: list[ModelInfo] = []
+        #: The model last chosen locally (False) and on the servers (True).
+        self._last_model: dict[bool, str] = {False: "", True: ""}
+        self._restore_remote_model = False
+        #: What the window last said about the servers (said again only when it changes).
+        self._servers_state = ""
         self.last_images: JobImages | None = None
         self._token_counters: dict[Path | None, Any] = {}
         self._family = ""
@@ -113,16 +138,18 @@ class MainWindow(QMainWindow):
         self._shut_down = False
         self._shown_once = False
         self._queue_error: str | None = None
-        self._first_step_elapsed: float | None = None
-        self._job_started_at = 0.0
+        #: Previews not drawn on the canvas (of a cancelled job, or of a job other than the
+        #: most recently started one); each job counts its own too.
         self.dropped_previews = 0
 
         self._build_central()
         self._build_docks()
         self._build_actions()
         self._connect_worker()
+        self._connect_remote()
         self.statusBar().showMessage("Starting…")
         self._restore(self.settings)
+        self._init_backend(str(restored_values(self.settings).get("model", "")))
         self._restoring = False
         self._restore_queue()
 
@@ -220,6 +247,7 @@ class MainWindow(QMainWindow):
 
         self.prompt_panel.refresh_requested.connect(self.refresh_models)
         self.prompt_panel.model_changed.connect(self._on_model_changed)
+        self.prompt_panel.backend_changed.connect(self.choose_backend)
         self.img2img_panel.message.connect(lambda text: self.show_message(text, "warning"))
         self.control_panel.message.connect(lambda text: self.show_message(text, "warning"))
         self.reference_panel.message.connect(lambda text: self.show_message(text, "warning"))
@@ -227,6 +255,7 @@ class MainWindow(QMainWindow):
         self.img2img_panel.values_changed.connect(self._update_generate_label)
         self.img2img_panel.use_size_requested.connect(self._use_image_size)
         self.queue_view.remove_requested.connect(self.remove_job)
+        self.queue_view.cancel_requested.connect(self.cancel_job)
         self.queue_view.cancel_all_requested.connect(self.cancel_all)
         self.queue_view.resume_requested.connect(self.resume_queue)
         self.queue_view.requeue_requested.connect(self.requeue_interrupted)
@@ -362,6 +391,20 @@ class MainWindow(QMainWindow):
         w.job_cancelled.connect(self._on_job_cancelled)
         w.warning_raised.connect(lambda _job, text: self.show_message(text, "warning"))
 
+    def _connect_remote(self) -> None:
+        r = self.remote
+        r.job_started.connect(self._on_job_started)
+        r.job_placed.connect(self._on_job_placed)
+        r.status_changed.connect(self._on_status)
+        r.step_previewed.connect(self._on_step)
+        r.images_generated.connect(self._on_images)
+        r.job_finished.connect(self._on_job_finished)
+        r.save_failed.connect(self._on_save_failed)
+        r.job_failed.connect(self._on_job_failed)
+        r.job_cancelled.connect(self._on_job_cancelled)
+        r.warning_raised.connect(lambda _job, text: self.show_message(text, "warning"))
+        r.servers_changed.connect(self._show_backend_models)
+
     # -- settings --------------------------------------------------------------------------
     def _restore(self, settings: Settings) -> None:
         values = restored_values(settings)
@@ -414,12 +457,14 @@ class MainWindow(QMainWindow):
             values["prompt"] = " ".join(p for p in (values.get("prompt", ""), tags) if p)
         model = values.pop("model", "")
         if model:
-            match = match_model(self.models, model)
+            listed = self._remote_models if self._uses_servers() else self.models
+            match = match_model(listed, model)
             if match is not None:
-                self.prompt_panel.set_models(self.models, str(match.path))
+                self.prompt_panel.set_models(listed, model_key(match))
             else:
+                where = "on the servers" if self._uses_servers() else "installed here"
                 self.show_message(
-                    f"The model {Path(model).name} is not installed here; "
+                    f"The model {Path(model).name} is not {where}; "
                     "the other settings were applied.",
                     "warning",
                 )
@@ -482,10 +527,12 @@ class MainWindow(QMainWindow):
         self.show_message(f"{Path(path).name} was downloaded to {Path(path).parent}.", "info")
 
     def apply_settings(self, new: Settings) -> None:
-        """Adopt edited settings: output folder, model folders, device and performance."""
+        """Adopt edited settings: output folder, model folders, device, performance and the
+        ComfyUI servers."""
         old = self.settings
         self.settings = new
         self.worker.set_output_dir(new.output_path)
+        self.remote.set_output_dir(new.output_path)
         if new.output_path != old.output_path:
             self.output_dir_changed.emit(str(new.output_path))
         compute = (new.device, new.compute_options())
@@ -496,21 +543,30 @@ class MainWindow(QMainWindow):
             self.lora_panel.set_extra_sources(new.extra_model_folders)
             self.control_panel.set_extra_sources(new.extra_model_folders)
             self.reference_panel.set_extra_sources(new.extra_model_folders)
+        if new.servers != old.servers:
+            self._servers_edited()
         self.store_settings()
 
     # -- models ----------------------------------------------------------------------------
     def refresh_models(self, select: str = "") -> None:
-        """Rescan the model folders (cheap: headers only) and refill the picker."""
+        """Rescan the model folders (cheap: headers only) and refill the picker; with a
+        server backend, ask the servers again too (the picker follows their answer)."""
         self._token_counters.clear()  # embeddings may have come or gone
         self.models = scan(checkpoint_search_folders(self.settings.extra_model_folders))
         self.control_panel.refresh_models()
         self.reference_panel.refresh_models()
+        if self._uses_servers():
+            pool = self.remote.pool()
+            if pool is not None:
+                pool.refresh()
+            self.statusBar().showMessage("Asking the servers for their models…", 4000)
+            return
         self.prompt_panel.set_models(self.models, select)
         current = self.prompt_panel.current_model()
         if current is not None and current.usable:
             self._load_token_counter(current)
         usable = sum(m.usable for m in self.models)
-        if not usable:
+        if not usable and not is_server_backend(self.settings.backend):
             self.show_message(
                 "No usable model was found. Add a model folder in File ▸ Settings, "
                 "or put a .safetensors checkpoint in models/checkpoints.",
@@ -524,6 +580,7 @@ class MainWindow(QMainWindow):
         if info is None:
             self.prompt_panel.set_token_counter(None)
             return
+        self._last_model[bool(info.extras.get("server"))] = model_key(info)
         self._load_token_counter(info)
         self.sampler_panel.set_family(info.family, info.native_size)
         self.control_panel.set_family(info.family)
@@ -572,6 +629,138 @@ class MainWindow(QMainWindow):
             on_error=lambda exc: self.prompt_panel.set_token_counter(None),
             name="tokenizer",
         )
+
+    # -- backends --------------------------------------------------------------------------
+    def _uses_servers(self) -> bool:
+        """True while jobs go to ComfyUI servers rather than the local engine."""
+        return is_server_backend(self._backend)
+
+    def _init_backend(self, model: str) -> None:
+        """Offer the servers in the picker and take the saved backend (local when its server
+        is no longer in the list). ``model`` is the restored model."""
+        if is_server_backend(self.settings.backend) and not self.settings.backend_servers():
+            self.settings.backend = LOCAL_BACKEND
+        self._last_model[False] = self.prompt_panel.current_key()
+        self.prompt_panel.set_backends(
+            backend_choices(self.settings.server_configs()), self.settings.backend
+        )
+        if is_server_backend(self.settings.backend):
+            self._last_model[True] = model
+            # The restored panels stay as they were when the servers' list arrives.
+            self._restore_remote_model = True
+            # The pool starts with start_engine, once the window is on screen: its module
+            # brings torch along, which must not delay the first paint.
+            self._backend = self.settings.backend
+            self._show_backend_models()
+
+    def choose_backend(self, backend: str) -> None:
+        """Run the next jobs on ``backend`` ("local", "all" or a server URL), as the picker
+        does: the model picker then lists that backend's models."""
+        if backend == self._backend:
+            return
+        configs = self.settings.server_configs()
+        if (
+            is_server_backend(backend)
+            and not replace(self.settings, backend=backend).backend_servers()
+        ):
+            self.show_message(f"{backend} is not among the servers set up in File ▸ Settings.")
+            self.prompt_panel.set_backends(backend_choices(configs), self._backend)
+            return
+        self.prompt_panel.set_backends(backend_choices(configs), backend)
+        if is_server_backend(backend) and not self.settings.seen_server_seed_note:
+            self.settings.seen_server_seed_note = True
+            self.show_message(describe_seed_difference(), "info")
+        self.settings.backend = backend
+        self._switch_to(backend)
+        if not self._uses_servers():
+            self.prompt_panel.set_models(self.models, self._last_model[False])
+            if self.isVisible():
+                self.start_engine()
+        self._save_settings_file()
+
+    def _switch_to(self, backend: str) -> None:
+        """Point the remote worker at ``backend``'s servers (none for the local engine)."""
+        self._backend = backend
+        self._connect_servers()
+
+    def _connect_servers(self) -> None:
+        """Start (or stop) the pool for the current backend's servers, if not done yet."""
+        configs = self.settings.backend_servers() if self._uses_servers() else []
+        if configs != self.remote.configs():
+            self._remote_models = []
+            self._servers_state = ""
+            cancelled = [
+                j
+                for j in [*self.jobs.running_jobs, *self.jobs.pending]
+                if j.remote and j.submitted and not j.cancelled
+            ]
+            self.remote.set_servers(configs)
+            if cancelled:
+                n = len(cancelled)
+                self.show_message(
+                    f"{n} job{'s' if n != 1 else ''} on the servers "
+                    f"{'were' if n != 1 else 'was'} cancelled: the servers changed.",
+                    "warning",
+                )
+        self._show_backend_models()
+
+    def _servers_edited(self) -> None:
+        """The server list changed in the settings: update the picker and the pool."""
+        if is_server_backend(self.settings.backend) and not self.settings.backend_servers():
+            self.settings.backend = LOCAL_BACKEND
+            self.show_message(
+                "The server jobs ran on is no longer set up: they run on this computer now.",
+                "info",
+            )
+        self.prompt_panel.set_backends(
+            backend_choices(self.settings.server_configs()), self.settings.backend
+        )
+        was_servers = self._uses_servers()
+        self._switch_to(self.settings.backend)
+        if was_servers and not self._uses_servers():
+            self.prompt_panel.set_models(self.models, self._last_model[False])
+
+    def _show_backend_models(self) -> None:
+        """List the servers' checkpoints in the model picker ("Connecting…" until one
+        answers; the last list stays while they are away, so jobs can still queue)."""
+        if not self._uses_servers():
+            return
+        pool = self.remote.pool()
+        models = pool.models() if pool is not None else None
+        statuses = self.remote.servers()
+        if models is not None:
+            self._remote_models = checkpoint_infos(models)
+        if models is None and not self._remote_models:
+            if pool is None:  # not started yet (see _init_backend)
+                labels = ", ".join(c.label for c in self.settings.backend_servers())
+                reason = f"Connecting to {labels}…"
+            else:
+                reason = connecting_reason(statuses)
+            self.prompt_panel.show_model_placeholder("Connecting…", reason)
+            self._show_servers_state(reason)
+            return
+        if not self._remote_models:
+            text = "No checkpoints on the server"
+            why = "The servers list no checkpoint: put one in ComfyUI's models/checkpoints."
+            self.prompt_panel.show_model_placeholder(text, why)
+            self._show_servers_state(why)
+            return
+        if self._remote_models != self.prompt_panel.listed_models():
+            restoring, self._restoring = self._restoring, self._restore_remote_model
+            try:
+                self.prompt_panel.set_models(self._remote_models, self._last_model[True])
+            finally:
+                self._restoring, self._restore_remote_model = restoring, False
+        self._show_servers_state(servers_summary(statuses))
+
+    def _show_servers_state(self, text: str) -> None:
+        """Say how the servers are doing (in the state label while no job runs), when that
+        changed: their job counts change all the time, and must not hide a job's news."""
+        if text and text != self._servers_state:
+            self.statusBar().showMessage(text, 8000)
+            if self.jobs.running is None:
+                self._set_state(text)
+        self._servers_state = text
 
     # -- img2img ---------------------------------------------------------------------------
     def _on_init_image(self, path: str | None) -> None:
@@ -628,7 +817,16 @@ class MainWindow(QMainWindow):
 
     # -- engine ----------------------------------------------------------------------------
     def start_engine(self) -> None:
-        """Start the worker thread (it imports and creates the engine)."""
+        """Start the worker thread (it imports and creates the engine). Not while jobs go
+        to ComfyUI servers: then the servers are asked for their models, and the engine
+        starts with the first local job."""
+        if self._uses_servers():
+            if not self._shut_down:
+                self._connect_servers()
+            return
+        self._start_worker()
+
+    def _start_worker(self) -> None:
         if self._shut_down or self.worker.isRunning():
             return
         self._set_state("Starting engine…")
@@ -637,7 +835,7 @@ class MainWindow(QMainWindow):
     def _on_engine_ready(self) -> None:
         self._set_state("Engine ready")
         model = self.prompt_panel.current_key()
-        if model and not self.jobs.running and not self.jobs.pending:
+        if model and not self._uses_servers() and not self.jobs.running and not self.jobs.pending:
             self._set_state("Loading model…")
             self.worker.preload(model)
 
@@ -658,7 +856,11 @@ class MainWindow(QMainWindow):
             self.show_message(str(exc))
             return None
         if not request.model:
-            self.show_message("Choose a model first (none is usable; see File ▸ Settings).")
+            if self._uses_servers():
+                why = connecting_reason(self.remote.servers())
+                self.show_message(f"No server has listed its models yet. {why}")
+            else:
+                self.show_message("Choose a model first (none is usable; see File ▸ Settings).")
             return None
         # A new attempt: the last problem's message has served its purpose.
         self.message_bar.dismiss()
@@ -670,12 +872,20 @@ class MainWindow(QMainWindow):
         return job
 
     def _submit_waiting(self) -> None:
-        """Hand the worker every waiting job it has not got yet (none while paused)."""
+        """Hand every waiting job not handed out yet (none while paused) to the backend
+        chosen now: the servers, or the local worker (started for it if need be)."""
         jobs = self.jobs.take_submittable()
+        remote = self._uses_servers()
+        if jobs and remote and not self._shut_down:
+            self._connect_servers()
         for job in jobs:
-            self.worker.submit(job)
-        if jobs and not self.worker.isRunning() and not self._shut_down:
-            self.start_engine()
+            if remote:
+                job.remote = True
+                self.remote.submit(job)
+            else:
+                self.worker.submit(job)
+        if jobs and not remote and not self.worker.isRunning() and not self._shut_down:
+            self._start_worker()
         self._refresh_queue()
 
     def _restore_queue(self) -> None:
@@ -721,9 +931,18 @@ class MainWindow(QMainWindow):
         self._refresh_queue()
 
     def cancel_current(self) -> None:
+        """Stop the job the canvas shows (the most recently started one)."""
         job = self.jobs.cancel_current()
         if job is not None:
             self._set_state("Cancelling…")
+            self._refresh_queue()
+
+    def cancel_job(self, job_id: str) -> None:
+        """Stop one job (running or waiting); the others go on."""
+        job = self.jobs.cancel(job_id)
+        if job is not None:
+            self._set_state(f"Cancelling {job_id}…")
+        self._refresh_queue()
 
     def cancel_all(self) -> None:
         if self.jobs.cancel_all():
@@ -749,30 +968,55 @@ class MainWindow(QMainWindow):
         job = self.jobs.mark_started(job_id)
         if job is None:
             return
-        self._first_step_elapsed = None
-        self._job_started_at = time.perf_counter()
-        total = job.request.denoising_steps
-        self.progress.setRange(0, max(total, 1))
-        self.progress.setValue(0)
-        self.progress.setFormat(f"Step 0/{total}")
+        job.started_at = time.perf_counter()
+        job.step, job.first_step_elapsed = 0, None
+        self._show_progress(job)
         self._set_state(f"Running {job_id}")
         self._refresh_queue()
 
+    def _show_progress(self, job: Job) -> None:
+        """Point the progress bar at ``job`` (the one the canvas follows)."""
+        total = job.request.denoising_steps
+        self.progress.setRange(0, max(total, 1))
+        self.progress.setValue(min(job.step, max(total, 1)))
+        self.progress.setFormat(f"Step {job.step}/{total}")
+
+    def _on_job_placed(self, job_id: str, label: str) -> None:
+        job = self.jobs.get(job_id)
+        if job is None:
+            return
+        job.where = label
+        if label and self.jobs.is_current(job_id):
+            self._set_state(f"Running {job_id} on {label}")
+        self._refresh_queue()
+
     def _on_status(self, job_id: str, text: str) -> None:
-        if job_id and not self.jobs.is_current(job_id):
+        job = self.jobs.get(job_id) if job_id else None
+        if job is not None and job.status != text:
+            job.status = text
+            if job.remote:  # the queue says why a job waits for a server
+                self._refresh_queue()
+        waiting = self.jobs.pending
+        # While nothing runs, the first waiting job's state is the news (a server is down…).
+        news = self.jobs.running is None and bool(waiting) and waiting[0] is job
+        if job_id and not self.jobs.is_current(job_id) and not news:
             return
         self._set_state(text)
 
     def _on_step(self, job_id: str, step: int, total: int, elapsed: float, image: QImage) -> None:
-        job = self.jobs.running
-        if job is None or job.job_id != job_id or job.cancelled:
+        job = self.jobs.get(job_id)
+        if job is not None:
+            job.step = step
+        if job is None or job is not self.jobs.running or job.cancelled:
             self.dropped_previews += 1
+            if job is not None:
+                job.dropped_previews += 1
             return
-        if self._first_step_elapsed is None:
-            self._first_step_elapsed = elapsed
+        if job.first_step_elapsed is None:
+            job.first_step_elapsed = elapsed
         self.progress.setRange(0, max(total, 1))
         self.progress.setValue(step)
-        span = elapsed - self._first_step_elapsed
+        span = elapsed - job.first_step_elapsed
         rate = (step - 1) / span if step > 1 and span > 0 else (step / elapsed if elapsed else 0.0)
         self.progress.setFormat(f"Step {step}/{total} · {elapsed:.1f} s · {rate:.2f} it/s")
         if not image.isNull():
@@ -782,18 +1026,38 @@ class MainWindow(QMainWindow):
 
     def _on_images(self, job_id: str, images: JobImages) -> None:
         self.last_images = images
-        if images.qimages:
+        job = self.jobs.get(job_id)
+        # A job that finished while a later one runs goes to the gallery, not the canvas.
+        if images.qimages and (job is None or job is self.jobs.running):
             self.canvas.set_image(images.qimages[0])
         self.sampler_panel.remember_seed(images.request.seed)
 
-    def _on_job_finished(self, job_id: str, saved: list) -> None:
+    def _finish(self, job_id: str) -> tuple[Job | None, bool, bool]:
+        """Forget ``job_id``. Returns it, whether the progress bar followed it, and whether
+        the bar may now say how it ended: no other job runs (when one does and the bar
+        followed this job, the bar moves on to that one)."""
+        current = self.jobs.running
         job = self.jobs.mark_done(job_id)
-        took = time.perf_counter() - self._job_started_at if job else 0.0
-        self.progress.setFormat(f"Done · {took:.1f} s")
-        self.progress.setValue(self.progress.maximum())
-        self._set_state(f"Finished {job_id}")
+        followed = job is not None and job is current
+        following = self.jobs.running
+        if followed and following is not None:
+            self._show_progress(following)
+            where = f" on {following.where}" if following.where else ""
+            self._set_state(f"Running {following.job_id}{where}")
+        return job, followed, following is None
+
+    def _on_job_finished(self, job_id: str, saved: list) -> None:
+        job, _followed, free = self._finish(job_id)
+        where = f" on {job.where}" if job is not None and job.where else ""
+        if free:
+            took = time.perf_counter() - job.started_at if job is not None else 0.0
+            self.progress.setFormat(f"Done · {took:.1f} s")
+            self.progress.setValue(self.progress.maximum())
+            self._set_state(f"Finished {job_id}{where}")
         if saved:
-            self.statusBar().showMessage(f"Saved to {self.settings.output_path}", 8000)
+            self.statusBar().showMessage(
+                f"Saved {job_id}{where} to {self.settings.output_path}", 8000
+            )
         self._refresh_queue()
         if saved:
             self.results_saved.emit(saved)
@@ -806,16 +1070,16 @@ class MainWindow(QMainWindow):
         )
 
     def _on_job_failed(self, job_id: str, message: str) -> None:
-        self.jobs.mark_done(job_id)
-        self.progress.setFormat("Failed")
-        self._set_state(f"{job_id} failed")
+        _job, _followed, free = self._finish(job_id)
+        if free:
+            self.progress.setFormat("Failed")
+            self._set_state(f"{job_id} failed")
         self.show_message(message)
         self._refresh_queue()
 
     def _on_job_cancelled(self, job_id: str) -> None:
-        was_running = self.jobs.running is not None and self.jobs.running.job_id == job_id
-        self.jobs.mark_done(job_id)
-        if was_running:
+        _job, followed, free = self._finish(job_id)
+        if followed and free:
             self.progress.setFormat("Cancelled")
             self._set_state(f"Cancelled {job_id}")
         self._refresh_queue()
@@ -878,6 +1142,7 @@ class MainWindow(QMainWindow):
         # Keeps the waiting jobs (and the running one) on disk for the next launch.
         self.jobs.shutdown()
         stopped = self.worker.stop(timeout_ms)
+        stopped = self.remote.stop(timeout_ms) and stopped
         stopped = self.tasks.shutdown(timeout_ms) and stopped
         stopped = self.control_panel.shutdown(timeout_ms) and stopped
         return self.gallery_panel.shutdown(timeout_ms) and stopped

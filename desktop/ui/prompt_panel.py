@@ -1,7 +1,9 @@
-"""Prompt panel: prompt, negative prompt and the model picker."""
+"""Prompt panel: prompt, negative prompt, the model picker and, once ComfyUI servers are set
+up, the backend picker next to it (this computer, one server, or all of them)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from PySide6.QtCore import Qt, Signal
@@ -64,12 +66,14 @@ class PromptPanel(SettingsPanel):
     Signals:
         model_changed(object): the selected ``ModelInfo`` (None when nothing is usable).
         refresh_requested(): the user asked to rescan the model folders.
+        backend_changed(str): the user chose where jobs run (a ``set_backends`` key).
     """
 
     PANEL = "prompt"
     CUSTOM = frozenset({"prompt", "negative_prompt", "model"})
     model_changed = Signal(object)
     refresh_requested = Signal()
+    backend_changed = Signal(str)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -92,8 +96,21 @@ class PromptPanel(SettingsPanel):
         self.refresh_button.setObjectName("RefreshModels")
         self.refresh_button.setIcon(icon("refresh"))
         self.refresh_button.setToolTip("Rescan the model folders")
+        # Hidden until a ComfyUI server is set up (see ``set_backends``).
+        self.backend_label = QLabel("on")
+        self.backend_combo = QComboBox()
+        self.backend_combo.setObjectName("BackendCombo")
+        self.backend_combo.setToolTip(
+            "Where jobs run: this computer, one ComfyUI server, or all of them (each job goes "
+            "to the next server free to run it). Servers are set up in File ▸ Settings."
+        )
+        self.backend_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
+        for widget in (self.backend_label, self.backend_combo):
+            widget.setVisible(False)
         model_row.addWidget(QLabel("Model"))
         model_row.addWidget(self.model_combo, 1)
+        model_row.addWidget(self.backend_label)
+        model_row.addWidget(self.backend_combo)
         model_row.addWidget(self.refresh_button)
         layout.addLayout(model_row)
 
@@ -137,6 +154,7 @@ class PromptPanel(SettingsPanel):
         self._examples: list[str] = []
         self._example_index = 0
         self.model_combo.currentIndexChanged.connect(self._on_model_index)
+        self.backend_combo.activated.connect(self._on_backend_activated)
         self.refresh_button.clicked.connect(self.refresh_requested)
         self.example_button.clicked.connect(self._next_example)
         self.prompt_edit.token_count_changed.connect(
@@ -194,7 +212,67 @@ class PromptPanel(SettingsPanel):
         if negative is not None:
             self.negative_edit.setPlainText(negative)
 
+    # -- backends --------------------------------------------------------------------------
+    def set_backends(self, choices: Sequence[tuple[str, str]], current: str) -> None:
+        """Offer ``choices`` ((key, label) pairs) with ``current`` selected; the picker is
+        hidden while there is only one choice (no server is set up)."""
+        self.backend_combo.blockSignals(True)
+        self.backend_combo.clear()
+        for key, label in choices:
+            self.backend_combo.addItem(label, key)
+        self.backend_combo.setCurrentIndex(max(0, self.backend_combo.findData(current)))
+        self.backend_combo.blockSignals(False)
+        for widget in (self.backend_label, self.backend_combo):
+            widget.setVisible(len(choices) > 1)
+        self._update_refresh_tip()
+
+    def current_backend(self) -> str:
+        """The chosen backend's key ("" while none is offered)."""
+        data = self.backend_combo.currentData()
+        return str(data) if data is not None else ""
+
+    def select_backend(self, key: str) -> bool:
+        """Choose the backend ``key`` as the user would (``backend_changed`` follows)."""
+        index = self.backend_combo.findData(key)
+        if index < 0:
+            return False
+        self.backend_combo.setCurrentIndex(index)
+        self._on_backend_activated(index)
+        return True
+
+    def _on_backend_activated(self, index: int) -> None:
+        self._update_refresh_tip()
+        data = self.backend_combo.itemData(index)
+        if data is not None:
+            self.backend_changed.emit(str(data))
+
+    def _update_refresh_tip(self) -> None:
+        servers = self.backend_combo.isVisibleTo(self) and self.backend_combo.currentIndex() > 0
+        self.refresh_button.setToolTip(
+            "Ask the servers again for their models" if servers else "Rescan the model folders"
+        )
+
     # -- models ----------------------------------------------------------------------------
+    def show_model_placeholder(self, text: str, tooltip: str = "") -> None:
+        """List nothing but a disabled ``text`` (e.g. "Connecting…" while no server has
+        answered); no model is selected then."""
+        self.model_combo.blockSignals(True)
+        self._model_items.clear()
+        item = QStandardItem(text)
+        item.setEnabled(False)
+        item.setToolTip(tooltip or text)
+        self._model_items.appendRow(item)
+        self.model_combo.setCurrentIndex(0)
+        self.model_combo.blockSignals(False)
+        self.model_combo.setToolTip(tooltip or text)
+        self._on_model_index(0)
+
+    def listed_models(self) -> list[ModelInfo]:
+        """The models in the picker, in order (placeholders left out)."""
+        items = (self._model_items.item(row) for row in range(self._model_items.rowCount()))
+        infos = (item.data(_INFO_ROLE) for item in items if item is not None)
+        return [info for info in infos if isinstance(info, ModelInfo)]
+
     def set_models(self, models: list[ModelInfo], select: str = "") -> None:
         """Fill the picker; select ``select`` (a path or name) or the default model.
 
@@ -208,7 +286,8 @@ class PromptPanel(SettingsPanel):
             item = QStandardItem(f"{info.name}  [{info.label}]")
             item.setData(info, _INFO_ROLE)
             if info.usable:
-                tip = f"{info.label} model\n{info.path}"
+                where = " on the server" if info.extras.get("server") else ""
+                tip = f"{info.label} model{where}\n{info.path}"
                 if info.reason:
                     tip += f"\nNote: {info.reason}"
                 item.setToolTip(tip)
@@ -262,7 +341,8 @@ class PromptPanel(SettingsPanel):
             )
         self.example_button.setVisible(bool(self._examples))
         if info is not None:
-            self.model_combo.setToolTip(f"{info.name} — {info.label} model\n{info.path}")
+            where = " on the server" if info.extras.get("server") else ""
+            self.model_combo.setToolTip(f"{info.name} — {info.label} model{where}\n{info.path}")
         self.model_changed.emit(info)
 
     def _next_example(self) -> None:

@@ -1,6 +1,7 @@
-"""A small list of the queue: the running job, the waiting ones (each with a remove button)
-and the jobs interrupted by a crash (with "Run again" and "Dismiss"); a banner with "Resume"
-while the queue is paused."""
+"""A small list of the queue: the running jobs (each with a cancel button, and "on <server>"
+for one running on a ComfyUI server), the waiting ones (each with a remove button; a job
+waiting for a server says why when none can take it) and the jobs interrupted by a crash
+(with "Run again" and "Dismiss"); a banner with "Resume" while the queue is paused."""
 
 from __future__ import annotations
 
@@ -19,12 +20,49 @@ from PySide6.QtWidgets import (
 )
 
 from desktop.ui.icons import icon
-from desktop.ui.jobs import JobQueue
+from desktop.ui.jobs import Job, JobQueue
 
 #: Item data role holding a row's job id.
 JOB_ID_ROLE = 256
 #: Item data role holding a row's kind: "running", "waiting" or "interrupted".
 KIND_ROLE = 257
+#: The server pool's statuses for a job that merely waits its turn (nothing to explain).
+_ORDINARY_WAITS = ("Waiting for a server…", "Waiting for a free server…")
+
+
+def waiting_reason(status: str) -> str:
+    """Why a job waits for a server, from its last status ("" when it merely waits its turn).
+
+    The pool says e.g. "Waiting for a server (none is reachable; retrying) — GPU: refused";
+    the queue shows "waiting for a server: none is reachable; retrying — GPU: refused".
+    """
+    text = " ".join(status.split())
+    if not text or text in _ORDINARY_WAITS:
+        return ""
+    prefix = "waiting for a server"
+    if text.casefold().startswith(prefix):
+        text = text[len(prefix) :].strip(" .:…")
+        if text.startswith("(") and ")" in text:
+            inner, _, rest = text[1:].partition(")")
+            text = " — ".join(part for part in (inner.strip(), rest.strip(" —-")) if part)
+    return f"waiting for a server: {text}" if text else ""
+
+
+def job_text(job: Job, kind: str) -> str:
+    """A running or waiting job's row text."""
+    if kind == "waiting":
+        reason = waiting_reason(job.status) if job.remote else ""
+        return f"{job.summary()} · {reason}" if reason else job.summary()
+    if job.cancelled:
+        mark = "⏹ cancelling · "
+    elif job.where:
+        mark = f"▶ on {job.where} · "
+    elif job.remote:  # its server failed: it waits for another
+        reason = waiting_reason(job.status) or "waiting for a server"
+        mark = f"⏳ {reason} · "
+    else:
+        mark = "▶ "
+    return mark + job.summary()
 
 
 class QueueView(QWidget):
@@ -32,6 +70,7 @@ class QueueView(QWidget):
 
     Signals:
         remove_requested(job_id): remove a waiting job.
+        cancel_requested(job_id): stop one running job.
         cancel_all_requested()
         requeue_requested(job_id): run an interrupted job again.
         dismiss_requested(job_id): forget an interrupted job.
@@ -39,6 +78,7 @@ class QueueView(QWidget):
     """
 
     remove_requested = Signal(str)
+    cancel_requested = Signal(str)
     cancel_all_requested = Signal()
     requeue_requested = Signal(str)
     dismiss_requested = Signal(str)
@@ -72,7 +112,7 @@ class QueueView(QWidget):
         self.count_label = QLabel("Queue is empty")
         self.cancel_all_button = QPushButton("Cancel all")
         self.cancel_all_button.setObjectName("CancelAllButton")
-        self.cancel_all_button.setToolTip("Stop the running job and empty the queue")
+        self.cancel_all_button.setToolTip("Stop the running jobs and empty the queue")
         self.cancel_all_button.clicked.connect(self.cancel_all_requested)
         row.addWidget(self.count_label, 1)
         row.addWidget(self.cancel_all_button)
@@ -81,21 +121,20 @@ class QueueView(QWidget):
 
     def refresh(self, jobs: JobQueue) -> None:
         self.list.clear()
-        running = jobs.running
-        if running is not None:
-            mark = "⏹ cancelling · " if running.cancelled else "▶ "
-            self._add_row(running.job_id, "running", mark + running.summary())
+        running = jobs.running_jobs
+        for job in running:
+            self._add_row(job.job_id, "running", job_text(job, "running"), job.cancelled)
         for job in jobs.pending:
-            self._add_row(job.job_id, "waiting", job.summary())
+            self._add_row(job.job_id, "waiting", job_text(job, "waiting"))
         interrupted = jobs.interrupted
         for job in interrupted:
             self._add_row(job.job_id, "interrupted", f"Interrupted — not rerun: {job.summary()}")
         waiting = len(jobs.pending)
         self.paused_bar.setVisible(jobs.paused)
         parts = []
-        if running is not None:
-            parts.append("1 running")
-        if waiting or running is not None or jobs.paused:
+        if running:
+            parts.append(f"{len(running)} running")
+        if waiting or running or jobs.paused:
             parts.append(f"{waiting} waiting")
         if interrupted:
             parts.append(f"{len(interrupted)} interrupted")
@@ -103,7 +142,7 @@ class QueueView(QWidget):
         self.count_label.setText(f"Paused · {text}" if jobs.paused else text)
         self.cancel_all_button.setEnabled(len(jobs) > 0)
 
-    def _add_row(self, job_id: str, kind: str, text: str) -> None:
+    def _add_row(self, job_id: str, kind: str, text: str, cancelled: bool = False) -> None:
         item = QListWidgetItem()
         row = QWidget()
         layout = QHBoxLayout(row)
@@ -114,7 +153,14 @@ class QueueView(QWidget):
         # A long summary is clipped (full text in the tooltip) so the buttons stay in view.
         label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         layout.addWidget(label, 1)
-        if kind == "waiting":
+        if kind == "running" and not cancelled:
+            button = QToolButton()
+            button.setIcon(icon("cancel"))
+            button.setObjectName(f"cancel-{job_id}")
+            button.setToolTip("Stop this job (the others go on)")
+            button.clicked.connect(lambda _=False, j=job_id: self.cancel_requested.emit(j))
+            layout.addWidget(button)
+        elif kind == "waiting":
             button = QToolButton()
             button.setIcon(icon("close"))
             button.setObjectName(f"remove-{job_id}")

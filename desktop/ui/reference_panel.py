@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QMimeData, QSize, Qt, Signal
-from PySide6.QtGui import QImageReader, QPixmap, QStandardItemModel
+from PySide6.QtGui import QImageReader, QPixmap
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -34,7 +34,6 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QPushButton,
-    QScrollArea,
     QToolButton,
     QVBoxLayout,
     QWidget,
@@ -53,7 +52,6 @@ from desktop.engine.parts import ReferenceImage
 from desktop.engine.schema import fields_of, from_plain
 from desktop.ui.control_panel import (
     IMAGE_FILTER,
-    MODEL_ROLE,
     THUMB,
     ImageSlot,
     compact_combo,
@@ -63,6 +61,7 @@ from desktop.ui.control_panel import (
 from desktop.ui.fields import Editor, SettingsPanel, changed_signal, make_editor
 from desktop.ui.icons import icon
 from desktop.ui.inputs import check_image, image_from_mime
+from desktop.ui.part_list import ModelPicker, PickerEntry, build_card_list
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +157,7 @@ class ReferenceCard(QFrame):
         self.model_combo = QComboBox()
         self.model_combo.setObjectName("ReferenceModel")
         compact_combo(self.model_combo)
+        self.picker = ModelPicker(self.model_combo, "IP-Adapter", "models/ipadapter")
         form.addRow("Adapter", self.model_combo)
         self.editors: dict[str, Editor] = {}
         for info in fields_of(ReferenceImage):
@@ -203,17 +203,12 @@ class ReferenceCard(QFrame):
 
     def model_name(self) -> str:
         """The chosen adapter's name; "" for the automatic (suggested) one."""
-        data = self.model_combo.currentData(MODEL_ROLE)
-        return str(data) if data else ""
+        return self.picker.name()
 
     def set_model_name(self, name: str) -> None:
         """Choose the adapter ``name`` ("" for the suggested one); one not installed is
         added to the picker as such, so a restored request keeps naming it."""
-        index = self._model_index(name)
-        if index < 0:
-            self._add_missing_model(name)
-            index = self.model_combo.count() - 1
-        self.model_combo.setCurrentIndex(index)
+        self.picker.select(name)
 
     def suggested(self) -> AdapterFile | None:
         """The adapter the automatic choice uses for the window's model family."""
@@ -314,13 +309,6 @@ class ReferenceCard(QFrame):
         self._adapters, self._encoders, self._family = list(adapters), list(encoders), family
         self._rebuild_models()
 
-    def _model_index(self, name: str) -> int:
-        for index in range(self.model_combo.count()):
-            data = self.model_combo.itemData(index, MODEL_ROLE)
-            if (data or "") == name or (name and str(data).casefold() == name.casefold()):
-                return index
-        return -1
-
     def _family_problem(self, item: AdapterFile) -> str:
         base = self._family.removesuffix("-inpaint")
         if not base or not item.family or item.family == base:
@@ -336,53 +324,19 @@ class ReferenceCard(QFrame):
         return f"it needs {item.needs()} in models/clip_vision"
 
     def _rebuild_models(self) -> None:
-        keep = self.model_name()
-        combo = self.model_combo
-        combo.blockSignals(True)
-        try:
-            combo.clear()
-            pick = self.suggested()
-            if pick is not None:
-                combo.addItem(f"Suggested: {pick.name}")
-                combo.setItemData(
-                    0, f"The IP-Adapter for this model: {pick.path}", Qt.ItemDataRole.ToolTipRole
-                )
-            else:
-                combo.addItem("Automatic (none installed)")
-                combo.setItemData(0, self._no_suggestion_text(), Qt.ItemDataRole.ToolTipRole)
-            combo.setItemData(0, "", MODEL_ROLE)
-            model = combo.model()
-            for item in self._adapters:
-                problem = item.problem or self._family_problem(item)
-                combo.addItem(item.name)
-                index = combo.count() - 1
-                combo.setItemData(index, item.name, MODEL_ROLE)
-                details = ", ".join(
-                    t for t in (family_label(item.family) if item.family else "", item.kind) if t
-                )
-                tip = sentence(problem) if problem else f"{details}\n{item.path}".strip()
-                combo.setItemData(index, tip, Qt.ItemDataRole.ToolTipRole)
-                if item.problem and isinstance(model, QStandardItemModel):
-                    entry = model.item(index)
-                    if entry is not None:
-                        entry.setEnabled(False)
-            if keep and self._model_index(keep) < 0:
-                self._add_missing_model(keep)
-            combo.setCurrentIndex(max(0, self._model_index(keep)))
-        finally:
-            combo.blockSignals(False)
-        self._show_note()
-
-    def _add_missing_model(self, name: str) -> None:
-        self.model_combo.addItem(f"{name} (not installed)")
-        index = self.model_combo.count() - 1
-        self.model_combo.setItemData(index, name, MODEL_ROLE)
-        self.model_combo.setItemData(
-            index,
-            f"No IP-Adapter called {name} is installed; put it in models/ipadapter and "
-            "refresh, or pick another.",
-            Qt.ItemDataRole.ToolTipRole,
+        pick = self.suggested()
+        entries = []
+        for item in self._adapters:
+            problem = item.problem or self._family_problem(item)
+            family = family_label(item.family) if item.family else ""
+            details = ", ".join(t for t in (family, item.kind) if t)
+            tip = sentence(problem) if problem else f"{details}\n{item.path}".strip()
+            entries.append(PickerEntry(item.name, tip, not item.problem))
+        suggested = (
+            (pick.name, f"The IP-Adapter for this model: {pick.path}") if pick is not None else None
         )
+        self.picker.rebuild(suggested, self._no_suggestion_text(), entries)
+        self._show_note()
 
     def _no_suggestion_text(self) -> str:
         if not self._family:
@@ -400,10 +354,7 @@ class ReferenceCard(QFrame):
 
     def _show_note(self) -> None:
         """What the user should know about the card's adapter (or nothing)."""
-        tip = self.model_combo.currentData(Qt.ItemDataRole.ToolTipRole)
-        self.model_combo.setToolTip(
-            f"{self.model_combo.currentText()}\n{tip}" if tip else self.model_combo.currentText()
-        )
+        self.picker.update_tooltip()
         notes: list[str] = []
         name = self.model_name()
         item = self._chosen()
@@ -460,44 +411,17 @@ class ReferencePanel(SettingsPanel):
         self.refresh_models()
 
     def _build(self) -> None:
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(10, 10, 10, 10)
-        layout.setSpacing(6)
-
-        top = QHBoxLayout()
-        self.add_button = QPushButton("Add reference image")
-        self.add_button.setObjectName("AddReference")
-        self.add_button.setToolTip(
-            "Steer the picture with an image: its subject, style and colours (IP-Adapter)"
+        frame = build_card_list(
+            self,
+            "Add reference image",
+            "Steer the picture with an image: its subject, style and colours (IP-Adapter)",
+            "List the IP-Adapter and image encoder folders again",
+            ("AddReference", "RefreshAdapters", "ReferenceHint", "ReferenceCards"),
         )
-        self.refresh_button = QToolButton()
-        self.refresh_button.setObjectName("RefreshAdapters")
-        self.refresh_button.setIcon(icon("refresh"))
-        self.refresh_button.setText("Refresh")
-        self.refresh_button.setToolTip("List the IP-Adapter and image encoder folders again")
-        top.addWidget(self.add_button, 1)
-        top.addWidget(self.refresh_button)
-        layout.addLayout(top)
-
-        self.hint_label = QLabel()
-        self.hint_label.setObjectName("ReferenceHint")
-        self.hint_label.setWordWrap(True)
-        self.hint_label.setTextFormat(Qt.TextFormat.PlainText)
-        self.hint_label.setStyleSheet("color: #9a9ca8;")
-        layout.addWidget(self.hint_label)
-
-        self.scroll = QScrollArea()
-        self.scroll.setObjectName("ReferenceCards")
-        self.scroll.setWidgetResizable(True)
-        self.scroll.setFrameShape(QFrame.Shape.NoFrame)
-        self.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        body = QWidget()
-        self.cards_layout = QVBoxLayout(body)
-        self.cards_layout.setContentsMargins(0, 0, 0, 0)
-        self.cards_layout.setSpacing(8)
-        self.cards_layout.addStretch(1)
-        self.scroll.setWidget(body)
-        layout.addWidget(self.scroll, 1)
+        layout = frame.layout
+        self.add_button, self.refresh_button = frame.add_button, frame.refresh_button
+        self.hint_label, self.scroll = frame.hint_label, frame.scroll
+        self.cards_layout = frame.cards_layout
 
         extra = QFormLayout()
         self.add_generic_editors(extra)

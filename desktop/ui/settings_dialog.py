@@ -30,7 +30,8 @@ from desktop.engine.devices import (
     parse_device,
 )
 from desktop.engine.errors import RequestError
-from desktop.engine.settings import QUEUE_ON_START, Settings
+from desktop.engine.settings import QUEUE_ON_START, Settings, server_entry
+from desktop.ui.servers_editor import ServersEditor
 
 #: The devices the combo offers: the engine's list (a "cuda:N" setting is added to it).
 DEVICES = DEVICE_CHOICES
@@ -165,6 +166,8 @@ class SettingsDialog(QDialog):
             "A job that was running during a crash is never rerun by itself."
         )
         form.addRow("Waiting jobs", self.queue_combo)
+        self.servers_editor = ServersEditor(settings.server_configs())
+        form.addRow("ComfyUI servers", self.servers_editor)
         layout.addLayout(form)
 
         buttons = QDialogButtonBox(
@@ -206,4 +209,9 @@ class SettingsDialog(QDialog):
             memory_mode=self.memory_combo.currentText(),
             torch_compile=self.compile_check.isChecked(),
             queue_on_start=str(self.queue_combo.currentData()),
+            servers=[server_entry(config) for config in self.servers_editor.configs()],
         )
+
+    def done(self, result: int) -> None:
+        self.servers_editor.shutdown()
+        super().done(result)

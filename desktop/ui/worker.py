@@ -64,10 +64,14 @@ class _SetCompute:
 _STOP = object()
 
 
-class _SignalProgress(Progress):
-    """Turns the engine's progress calls into the worker's signals (on the worker thread)."""
+class SignalProgress(Progress):
+    """Turns the engine's progress calls into a worker's signals (on the worker's thread).
 
-    def __init__(self, worker: GenerationWorker, job: Job | None, job_id: str = "") -> None:
+    ``worker`` is anything with the ``GenerationWorker`` signals ``status_changed``,
+    ``step_previewed`` and ``warning_raised`` (the remote worker has them too).
+    """
+
+    def __init__(self, worker: Any, job: Job | None, job_id: str = "") -> None:
         super().__init__(
             job.job_id if job else job_id,
             job.cancel_event if job else threading.Event(),
@@ -233,7 +237,7 @@ class GenerationWorker(QThread):
         if backend is None:
             return
         try:
-            backend.preload(model, _SignalProgress(self, None))
+            backend.preload(model, SignalProgress(self, None))
         except SandstormError as exc:
             self.status_changed.emit("", str(exc))
             return
@@ -256,7 +260,7 @@ class GenerationWorker(QThread):
                 self.job_failed.emit(job.job_id, "The engine is not running; see the message.")
                 return
             try:
-                result = backend.generate(job.request, _SignalProgress(self, job))
+                result = backend.generate(job.request, SignalProgress(self, job))
             except Cancelled:
                 self.job_cancelled.emit(job.job_id)
                 return

@@ -20,13 +20,13 @@ from desktop.engine.images import load_image
 from desktop.engine.parts import CONTROL_TYPES, ControlUnit
 from desktop.engine.schema import to_plain
 from desktop.ui.control_panel import (
-    MODEL_ROLE,
     ControlLayer,
     ControlPanel,
     controls_dir,
     save_drawing,
 )
 from desktop.ui.form import build_request
+from desktop.ui.part_list import MODEL_ROLE
 from desktop.ui.sketch_pad import SketchDialog
 
 SD15 = {

@@ -219,3 +219,46 @@ def test_restore_with_a_problem_still_restores_what_it_can(store: QueueStore):
     jobs = JobQueue(QueueStore(store.path))
     restored = jobs.store.load()  # type: ignore[union-attr]
     assert restored.problem and jobs.restore(restored, paused=False) == []
+
+
+def test_several_jobs_run_at_once_and_the_last_started_is_current():
+    jobs = JobQueue()
+    a, b, c, d = (jobs.add(_request(x)) for x in "abcd")
+    jobs.mark_started(a.job_id)
+    jobs.mark_started(b.job_id)
+    assert jobs.running_jobs == [a, b] and jobs.running is b and len(jobs) == 4
+    assert jobs.is_current(b.job_id) and not jobs.is_current(a.job_id)
+    assert jobs.is_running(a.job_id) and not jobs.is_running(c.job_id)
+    assert jobs.get(a.job_id) is a and jobs.get(c.job_id) is c
+    # Cancelling one running job leaves the other alone; both stay listed until confirmed.
+    assert jobs.cancel(a.job_id) is a and a.cancelled and not b.cancelled
+    assert jobs.running_jobs == [a, b]
+    assert jobs.cancel(d.job_id) is d and d.cancelled and jobs.pending == [c]  # waiting: removed
+    assert jobs.cancel("job-99") is None
+    assert jobs.mark_done(b.job_id) is b and jobs.running is a  # the bar moves on to a
+    jobs.mark_started(c.job_id)
+    assert jobs.running is c and jobs.cancel_current() is c and not jobs.is_current(c.job_id)
+    assert jobs.cancel_all() == [a, c]
+    jobs.mark_done(a.job_id)
+    jobs.mark_done(c.job_id)
+    assert jobs.running is None and len(jobs) == 0
+
+
+def test_several_running_jobs_come_back_interrupted_after_a_crash(store: QueueStore):
+    old = JobQueue(store)
+    a, b, _c = (old.add(_request(x)) for x in "abc")
+    old.mark_started(a.job_id)
+    old.mark_started(b.job_id)  # ... and the process dies with both running
+    jobs, restored = _restart(store)
+    assert sorted(j.job_id for j in jobs.interrupted) == [a.job_id, b.job_id]
+    assert [j.request.prompt for j in restored] == ["c"]
+    # A cancelled running job is not kept; a clean close keeps both running jobs first.
+    again = JobQueue(QueueStore(store.path))
+    x, y, z = (again.add(_request(p)) for p in "xyz")
+    again.mark_started(x.job_id)
+    again.mark_started(y.job_id)
+    again.cancel(x.job_id)
+    assert [e[0] for e in _on_disk(store)] == [y.job_id, z.job_id]
+    again.mark_started(z.job_id)
+    again.shutdown()
+    assert _on_disk(store) == [(y.job_id, "waiting", "y"), (z.job_id, "waiting", "z")]

@@ -97,3 +97,42 @@ def test_paused_queue_shows_resume(qtbot):
     jobs.resume()
     view.refresh(jobs)
     assert not view.paused_bar.isVisible() and not view.count_label.text().startswith("Paused")
+
+
+def test_remote_jobs_show_where_they_run_and_why_they_wait(qtbot):
+    from desktop.ui.queue_view import waiting_reason
+
+    view = _view(qtbot)
+    jobs = JobQueue()
+    a, b, c, d = (jobs.add(_request(x)) for x in "abcd")
+    for job in (a, b, c, d):
+        job.remote = True
+    jobs.mark_started(a.job_id)
+    jobs.mark_started(b.job_id)
+    a.where = "Studio GPU"
+    b.status = "Studio GPU failed (it refused the connection); the job waits for a server."
+    c.status = "Waiting for a free server…"
+    d.status = (
+        "Waiting for a server (none is reachable; retrying) — Box: Box refused the connection"
+    )
+    view.refresh(jobs)
+    texts = _texts(view)
+    assert texts[0].startswith("▶ on Studio GPU · a")
+    assert texts[1].startswith("⏳ waiting for a server: Studio GPU failed (it refused")
+    assert texts[2] == c.summary()  # merely waiting its turn: nothing to explain
+    assert texts[3] == (
+        f"{d.summary()} · waiting for a server: none is reachable; retrying — "
+        "Box: Box refused the connection"
+    )
+    assert view.count_label.text() == "2 running, 2 waiting"
+    with qtbot.waitSignal(view.cancel_requested) as cancel:
+        qtbot.mouseClick(
+            view.findChild(QToolButton, f"cancel-{b.job_id}"), Qt.MouseButton.LeftButton
+        )
+    assert cancel.args == [b.job_id]
+    jobs.cancel(b.job_id)
+    view.refresh(jobs)
+    assert _texts(view)[1].startswith("⏹ cancelling · ")
+    qtbot.waitUntil(lambda: view.findChild(QToolButton, f"cancel-{b.job_id}") is None)
+    assert waiting_reason("") == "" and waiting_reason("Waiting for a server…") == ""
+    assert waiting_reason("Waiting for a server: odd") == "waiting for a server: odd"

@@ -14,8 +14,8 @@ from PySide6.QtGui import QStandardItemModel
 from desktop.engine.ip_adapter import PLUS
 from desktop.engine.parts import ReferenceImage
 from desktop.engine.schema import to_plain
-from desktop.ui.control_panel import MODEL_ROLE
 from desktop.ui.form import build_request
+from desktop.ui.part_list import MODEL_ROLE
 from desktop.ui.reference_panel import ReferencePanel
 from tests.helpers.tiny_ip_adapter import adapter_shapes, encoder_shapes, header_only_file
 from tests.ui.test_control_panel import drop, file_mime

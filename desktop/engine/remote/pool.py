@@ -27,15 +27,17 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from desktop.engine.errors import Cancelled, SandstormError
-from desktop.engine.generate import GenerationResult
 from desktop.engine.progress import Progress
 from desktop.engine.remote.comfy_client import ComfyClient, ServerConfig, ServerError, ServerModels
 from desktop.engine.remote.comfy_graph import match_name, unsupported
 from desktop.engine.remote.server_job import run_server_job
 from desktop.engine.request import GenerationRequest
+
+if TYPE_CHECKING:
+    from desktop.engine.generate import GenerationResult
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +82,7 @@ class ServerState:
     loaded: str = ""
     error: str = ""
     next_probe: float = 0.0
+    reprobe: bool = False
     failures_in_row: int = 0
     jobs_done: int = 0
 
@@ -199,8 +202,7 @@ class ServerPool:
         with self._cond:
             for server in self._servers:
                 server.next_probe = 0.0
-                server.online = server.online and not server.probing
-                server.probed = False
+                server.reprobe = True
             self._cond.notify_all()
 
     def close(self, timeout: float = 30.0) -> bool:
@@ -235,8 +237,9 @@ class ServerPool:
     def _start_probes(self) -> None:
         now = time.monotonic()
         for server in self._servers:
-            if not server.online and not server.probing and now >= server.next_probe:
-                server.probing = True
+            due = (not server.online or server.reprobe) and now >= server.next_probe
+            if due and not server.probing:
+                server.probing, server.reprobe = True, False
                 self._spawn(self._probe, server, name=f"probe {server.label}")
 
     def _probe(self, server: ServerState) -> None:
@@ -382,6 +385,8 @@ class ServerPool:
         """The server failed: the job goes back to the front, the server offline."""
         log.info("job %s back in the queue: %s failed: %s", job.job_id, server.label, exc)
         job.failures.append(server.label)
+        # Said before the job is back in the queue, so a newer "waiting" status wins.
+        job.progress.set_status(f"{server.label} failed ({exc}); the job waits for a server.")
         with self._cond:
             self._running.pop(job.job_id, None)
             server.in_flight -= 1
@@ -397,5 +402,3 @@ class ServerPool:
             self._cond.notify_all()
         if closing:
             job.on_cancelled()
-            return
-        job.progress.set_status(f"{server.label} failed ({exc}); the job waits for a server.")

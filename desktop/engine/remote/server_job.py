@@ -32,12 +32,11 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
 from desktop.engine.errors import Cancelled, SandstormError
-from desktop.engine.generate import GeneratedImage, GenerationResult
 from desktop.engine.models import ModelInfo, find_model
 from desktop.engine.progress import Progress, StepUpdate
 from desktop.engine.remote.comfy_client import (
@@ -51,6 +50,9 @@ from desktop.engine.remote.comfy_graph import build_graph, match_name
 from desktop.engine.remote.websocket import WebSocket, WebSocketClosed
 from desktop.engine.request import GenerationRequest
 from desktop.engine.resources import Resources
+
+if TYPE_CHECKING:  # generate imports torch; this module must not (the window imports it)
+    from desktop.engine.generate import GenerationResult
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +147,8 @@ def run_server_job(
         ws = _follow(client, ws, state, progress, started)
     finally:
         ws.close()
+    from desktop.engine.generate import GeneratedImage, GenerationResult
+
     images = _fetch_images(client, state, output_node)
     checkpoint = match_name(request.model, models.checkpoints) or request.model
     model = server_model_info(request, checkpoint)
