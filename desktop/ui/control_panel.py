@@ -64,11 +64,19 @@ from desktop.engine.errors import ImageError, RequestError
 from desktop.engine.model_folders import folders_for
 from desktop.engine.models import FAMILY_LABELS
 from desktop.engine.parts import CONTROL_TYPES, ControlUnit
-from desktop.engine.schema import FieldInfo, fields_of, from_plain
+from desktop.engine.schema import FieldInfo, fields_of
 from desktop.ui.fields import Editor, SettingsPanel, changed_signal, make_editor
 from desktop.ui.icons import icon
 from desktop.ui.inputs import can_accept, check_image, image_from_mime
-from desktop.ui.part_list import ModelPicker, PickerEntry, build_card_list
+from desktop.ui.part_list import (
+    ModelPicker,
+    PickerEntry,
+    build_card_list,
+    part_from,
+    sentence,
+    show_hint,
+    take_card,
+)
 from desktop.ui.qimage import pil_to_qimage
 from desktop.ui.sketch_pad import DEFAULT_SIZE, SketchDialog, image_digest
 from desktop.ui.tasks import Task, TaskRunner
@@ -154,14 +162,6 @@ def make_preview(kind: str, path: str, thumb: int = THUMB) -> tuple[QImage, QIma
 def family_label(family: str) -> str:
     """A model family as the window names it ("SD1.5", "SDXL", ...)."""
     return FAMILY_LABELS.get(family, family.upper() if family else "unknown")
-
-
-def sentence(text: str) -> str:
-    text = text.strip()
-    if not text:
-        return ""
-    text = text[:1].upper() + text[1:]
-    return text if text.endswith((".", "!", "?")) else text + "."
 
 
 def _short_label(info: FieldInfo) -> str:
@@ -876,10 +876,7 @@ class ControlPanel(SettingsPanel):
             return
         self._layers.remove(layer)
         layer.shutdown()
-        self.layers_layout.removeWidget(layer)
-        layer.hide()
-        layer.setParent(None)
-        layer.deleteLater()
+        take_card(self.layers_layout, layer)
         self._after_layers_changed()
 
     def clear_layers(self) -> None:
@@ -900,25 +897,22 @@ class ControlPanel(SettingsPanel):
             self.values_changed.emit()
 
     def _show_hint(self) -> None:
-        usable = [m for m in self._models if not m.problem]
-        if not usable:
-            folders = folders_for("controlnet", self.extra_sources)
-            self.hint_label.setText(
-                "No ControlNet models found. Put .safetensors ControlNets in "
-                "models/controlnet, or add a ComfyUI or AUTOMATIC1111 install in "
-                "File ▸ Settings, then Refresh."
+        missing = (
+            ""
+            if any(not m.problem for m in self._models)
+            else (
+                "No ControlNet models found. Put .safetensors ControlNets in models/controlnet, "
+                "or add a ComfyUI or AUTOMATIC1111 install in File ▸ Settings, then Refresh."
             )
-            self.hint_label.setToolTip("Searched:\n" + "\n".join(str(f) for f in folders))
-        elif not self._layers:
-            self.hint_label.setText(
-                "No control layers. Add one to guide the picture with an image: its edges, "
-                "a scribble, line art, or a depth or pose map."
-            )
-            self.hint_label.setToolTip("")
-        else:
-            self.hint_label.setText("")
-            self.hint_label.setToolTip("")
-        self.hint_label.setVisible(bool(self.hint_label.text()))
+        )
+        show_hint(
+            self.hint_label,
+            missing,
+            folders_for("controlnet", self.extra_sources) if missing else [],
+            "No control layers. Add one to guide the picture with an image: its edges, "
+            "a scribble, line art, or a depth or pose map.",
+            len(self._layers),
+        )
 
     # -- values ----------------------------------------------------------------------------
     def units(self) -> tuple[ControlUnit, ...]:
@@ -943,7 +937,8 @@ class ControlPanel(SettingsPanel):
         try:
             self.clear_layers()
             for number, item in enumerate(units, start=1):
-                unit = self._as_unit(item, number)
+                what = f"Control layer {number}"
+                unit = part_from(ControlUnit, item, what, self.message.emit)
                 if unit is None:
                     continue
                 try:
@@ -961,18 +956,6 @@ class ControlPanel(SettingsPanel):
             self._restoring = False
         self._after_layers_changed()
         return restored
-
-    def _as_unit(self, item: ControlUnit | Mapping[str, Any], number: int) -> ControlUnit | None:
-        if isinstance(item, ControlUnit):
-            return item
-        try:
-            if not isinstance(item, Mapping):
-                raise RequestError("it is not a control layer")
-            unit: ControlUnit = from_plain(ControlUnit, dict(item), f"Control layer {number}")
-            return unit
-        except RequestError as exc:
-            self.message.emit(f"Control layer {number} was not restored: {sentence(str(exc))}")
-            return None
 
     # -- closing ---------------------------------------------------------------------------
     def shutdown(self, msecs: int = 30_000) -> bool:

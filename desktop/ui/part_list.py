@@ -9,8 +9,10 @@ tooltip) and, when a restored part names a file that is not installed, that name
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QStandardItemModel
@@ -26,10 +28,23 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from desktop.engine.errors import RequestError
+from desktop.engine.schema import from_plain
 from desktop.ui.icons import icon
+
+P = TypeVar("P")
 
 #: The data role of a picker entry holding the model's name ("" for the automatic one).
 MODEL_ROLE = Qt.ItemDataRole.UserRole + 1
+
+
+def sentence(text: str) -> str:
+    """``text`` as a sentence: capitalised, ending with a full stop."""
+    text = text.strip()
+    if not text:
+        return ""
+    text = text[:1].upper() + text[1:]
+    return text if text.endswith((".", "!", "?")) else text + "."
 
 
 @dataclass(frozen=True)
@@ -185,3 +200,43 @@ def build_card_list(
     scroll.setWidget(body)
     layout.addWidget(scroll, 1)
     return CardList(layout, add_button, refresh_button, hint_label, scroll, cards_layout)
+
+
+def take_card(layout: QVBoxLayout, card: QWidget) -> None:
+    """Take ``card`` out of the list's ``layout`` and delete it."""
+    layout.removeWidget(card)
+    card.hide()
+    card.setParent(None)
+    card.deleteLater()
+
+
+def show_hint(
+    label: QLabel, missing: str, searched: Sequence[Path], empty: str, cards: int
+) -> None:
+    """The hint line: ``missing`` (with the searched folders as tooltip) when no usable
+    model is installed (``missing`` ""), else ``empty`` while there are no cards, else
+    nothing (hidden)."""
+    if missing:
+        label.setText(missing)
+        label.setToolTip("Searched:\n" + "\n".join(str(f) for f in searched))
+    else:
+        label.setText(empty if not cards else "")
+        label.setToolTip("")
+    label.setVisible(bool(label.text()))
+
+
+def part_from(
+    cls: type[P], item: P | Mapping[str, Any], what: str, message: Callable[[str], None]
+) -> P | None:
+    """``item`` as a ``cls`` part (it is one, or its plain dict from a request's JSON);
+    None, with ``message("<what> was not restored: why")``, when it is not a valid one."""
+    if isinstance(item, cls):
+        return item
+    try:
+        if not isinstance(item, Mapping):
+            raise RequestError(f"it is not a {cls.__name__}")
+        part: P = from_plain(cls, dict(item), what)
+        return part
+    except RequestError as exc:
+        message(f"{what} was not restored: {sentence(str(exc))}")
+        return None

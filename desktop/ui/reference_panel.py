@@ -49,19 +49,26 @@ from desktop.engine.ip_adapter import (
 )
 from desktop.engine.model_folders import folders_for
 from desktop.engine.parts import ReferenceImage
-from desktop.engine.schema import fields_of, from_plain
+from desktop.engine.schema import fields_of
 from desktop.ui.control_panel import (
     IMAGE_FILTER,
     THUMB,
     ImageSlot,
     compact_combo,
     family_label,
-    sentence,
 )
 from desktop.ui.fields import Editor, SettingsPanel, changed_signal, make_editor
 from desktop.ui.icons import icon
 from desktop.ui.inputs import check_image, image_from_mime
-from desktop.ui.part_list import ModelPicker, PickerEntry, build_card_list
+from desktop.ui.part_list import (
+    ModelPicker,
+    PickerEntry,
+    build_card_list,
+    part_from,
+    sentence,
+    show_hint,
+    take_card,
+)
 
 log = logging.getLogger(__name__)
 
@@ -484,10 +491,7 @@ class ReferencePanel(SettingsPanel):
         if card not in self._cards:
             return
         self._cards.remove(card)
-        self.cards_layout.removeWidget(card)
-        card.hide()
-        card.setParent(None)
-        card.deleteLater()
+        take_card(self.cards_layout, card)
         self._after_cards_changed()
 
     def clear_cards(self) -> None:
@@ -507,25 +511,23 @@ class ReferencePanel(SettingsPanel):
             self.values_changed.emit()
 
     def _show_hint(self) -> None:
-        usable = [a for a in self._adapters if not a.problem]
-        if not usable:
-            folders = folders_for("ipadapter", self.extra_sources)
-            self.hint_label.setText(
-                "No IP-Adapter models found. Put a .safetensors IP-Adapter in "
-                "models/ipadapter and its CLIP image encoder in models/clip_vision (or add a "
-                "ComfyUI or AUTOMATIC1111 install in File ▸ Settings), then Refresh."
+        missing = (
+            ""
+            if any(not a.problem for a in self._adapters)
+            else (
+                "No IP-Adapter models found. Put a .safetensors IP-Adapter in models/ipadapter and "
+                "its CLIP image encoder in models/clip_vision (or add a ComfyUI or AUTOMATIC1111 "
+                "install in File ▸ Settings), then Refresh."
             )
-            self.hint_label.setToolTip("Searched:\n" + "\n".join(str(f) for f in folders))
-        elif not self._cards:
-            self.hint_label.setText(
-                "No reference images. Add one to steer the picture with an image's subject, "
-                "style and colours; the weight sets how strongly."
-            )
-            self.hint_label.setToolTip("")
-        else:
-            self.hint_label.setText("")
-            self.hint_label.setToolTip("")
-        self.hint_label.setVisible(bool(self.hint_label.text()))
+        )
+        show_hint(
+            self.hint_label,
+            missing,
+            folders_for("ipadapter", self.extra_sources) if missing else [],
+            "No reference images. Add one to steer the picture with an image's subject, "
+            "style and colours; the weight sets how strongly.",
+            len(self._cards),
+        )
 
     # -- values ----------------------------------------------------------------------------
     def references(self) -> tuple[ReferenceImage, ...]:
@@ -550,7 +552,9 @@ class ReferencePanel(SettingsPanel):
         try:
             self.clear_cards()
             for number, item in enumerate(refs, start=1):
-                ref = self._as_reference(item, number)
+                ref = part_from(
+                    ReferenceImage, item, f"Reference image {number}", self.message.emit
+                )
                 if ref is None:
                     continue
                 try:
@@ -567,17 +571,3 @@ class ReferencePanel(SettingsPanel):
             self._restoring = False
         self._after_cards_changed()
         return restored
-
-    def _as_reference(
-        self, item: ReferenceImage | Mapping[str, Any], number: int
-    ) -> ReferenceImage | None:
-        if isinstance(item, ReferenceImage):
-            return item
-        try:
-            if not isinstance(item, Mapping):
-                raise RequestError("it is not a reference image")
-            ref: ReferenceImage = from_plain(ReferenceImage, dict(item), f"Reference {number}")
-            return ref
-        except RequestError as exc:
-            self.message.emit(f"Reference image {number} was not restored: {sentence(str(exc))}")
-            return None
