@@ -14,6 +14,7 @@ from PIL import Image
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QLabel, QToolButton
 
+from desktop.engine.metadata import read_metadata
 from desktop.engine.remote.comfy_client import ServerConfig, ServerModels
 from desktop.engine.remote.comfy_graph import describe_seed_difference
 from desktop.engine.settings import (
@@ -342,3 +343,35 @@ def test_removing_the_chosen_server_falls_back_to_local(qtbot, make_window, fake
     assert win.prompt_panel.current_key() == str(tiny_sd)
     assert _outcome(qtbot, win, job) == "cancelled"
     assert win.message_bar.text() == "1 job on the servers was cancelled: the servers changed."
+
+
+def test_reuse_and_to_img2img_work_on_a_server_image(qtbot, make_window, fakes, tiny_settings):
+    fake = fakes(checkpoints=["sd15.safetensors", "other.safetensors"])
+    win = make_window(fake)
+    _choose(qtbot, win, fake.url, ["sd15", "other"])
+    job = _generate(win, "sd15.safetensors", prompt="a server picture", seed=77)
+    assert _outcome(qtbot, win, job) == "finished"
+    (path,) = pngs(Path(tiny_settings.output_dir))
+    saved = read_metadata(path)
+    assert saved.request is not None and saved.request.seed == 77
+
+    # Reuse: the panels take the image's settings, the server's checkpoint included.
+    win.prompt_panel.select_model("other.safetensors")
+    win.prompt_panel.set_prompt("something else")
+    win.apply_request(saved.request)
+    assert win.prompt_panel.current_key() == "sd15.safetensors"
+    assert win.prompt_panel.prompt() == "a server picture"
+    again = win.generate()
+    assert again is not None and again.request.seed == 77
+    assert _outcome(qtbot, win, again) == "finished"
+    graph = fake.prompts[-1]["graph"]
+    assert {"ckpt_name": "sd15.safetensors"} in [n["inputs"] for n in graph.values()]
+
+    # To img2img: the server image is uploaded as the init image of the next job.
+    win.set_init_image(path)
+    third = win.generate()
+    assert third is not None and third.request.init_image == str(path)
+    assert _outcome(qtbot, win, third) == "finished"
+    assert fake.uploads, "the init image was not uploaded"
+    classes = [n["class_type"] for n in fake.prompts[-1]["graph"].values()]
+    assert "LoadImage" in classes and "VAEEncode" in classes
