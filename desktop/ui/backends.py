@@ -72,7 +72,9 @@ def connecting_reason(statuses: Sequence[ServerStatus]) -> str:
         if status.online:
             parts.append(f"{status.label} answered")
         elif status.error:
-            parts.append(f"{status.label}: {status.error}")
+            # The client's messages mostly name the server already.
+            named = status.label in status.error
+            parts.append(status.error.rstrip(".") if named else f"{status.label}: {status.error}")
         else:
             parts.append(f"connecting to {status.label}…")
     text = "; ".join(parts)
