@@ -43,6 +43,7 @@ from desktop.engine.errors import (  # noqa: E402
     ModelError,
     RequestError,
 )
+from desktop.engine.hires import HiresPlan, plan_hires, upscale_latents  # noqa: E402
 from desktop.engine.inpaint import (  # noqa: E402
     InpaintPlan,
     LatentBlender,
@@ -54,7 +55,7 @@ from desktop.engine.lora import LoraState, LoraUse, lora_uses  # noqa: E402
 from desktop.engine.models import ModelInfo, find_model  # noqa: E402
 from desktop.engine.previews import Previewer, previewer_for  # noqa: E402
 from desktop.engine.progress import Progress, StepUpdate  # noqa: E402
-from desktop.engine.prompt_conditioning import Conditioning  # noqa: E402
+from desktop.engine.prompt_conditioning import Conditioning, steps_run  # noqa: E402
 from desktop.engine.request import GenerationRequest  # noqa: E402
 from desktop.engine.resources import Resources, hash_resources, used_loras  # noqa: E402
 from desktop.engine.samplers import SAMPLERS, make_scheduler  # noqa: E402
@@ -204,6 +205,8 @@ class Engine:
         self._embeddings = EmbeddingLibrary()
         self._controls = ControlLibrary()
         self._references = ReferenceLibrary()
+        #: The last upscaler model used by a hires pass: (file, loaded model).
+        self._upscaler: tuple[Path, Any] | None = None
 
     # -- model cache -------------------------------------------------------------------
     @property
@@ -339,6 +342,7 @@ class Engine:
         started = time.perf_counter()
         timings = JobTimings()
         check_supported(request)
+        hires = plan_hires(request)
         progress.check_cancelled()
         # 1. Resolve and load the model (a no-op when it is already loaded).
         info = self.resolve_model(request.model)
@@ -347,8 +351,9 @@ class Engine:
         if self.loads != loads:
             timings.load_s = time.perf_counter() - started
         progress.check_cancelled()
-        # 2. A concrete seed, recorded in the result.
+        # 2. A concrete seed, recorded in the result; a size that cannot fit is refused.
         request = request.resolved()
+        self._check_memory(request, hires, loaded)
         warnings: list[str] = []
         # 3. LoRAs fused into the weights, and the embeddings the prompts trigger: a file
         # that cannot be used stops the job here, before any sampling.
@@ -368,9 +373,7 @@ class Engine:
         pipe.scheduler = make_scheduler(request.sampler, request.schedule, self._base_scheduler)
         recorder = _X0Recorder(pipe.scheduler, SAMPLERS[request.sampler].x0_from_model_outputs)
         # 5. The prompts (A1111 weights, any length, scheduled edits) and the init image.
-        _set_vae_tiling(
-            pipe.vae, request.width * request.height >= self._loaded_plan.tiled_vae_pixels
-        )
+        _set_vae_tiling(pipe.vae, self._tiled(request.width, request.height))
         inpaint = None
         if (request.mask or request.expand) and request.init_image is not None:
             inpaint = prepare_inpaint(
@@ -404,28 +407,51 @@ class Engine:
         # VAE can run in its own number format and be retried in fp32.
         progress.set_status("Generating…")
         callback = self._step_callback(
-            progress, recorder, started, timings, conditioning, blender, inpaint, control
+            progress,
+            recorder,
+            started,
+            timings,
+            conditioning,
+            blender,
+            inpaint,
+            control,
+            after=hires.steps if hires else 0,
         )
         try:
             with torch.inference_mode(), control.installed(pipe.unet):
                 begun = time.perf_counter()
                 output = pipe(**kwargs, callback_on_step_end=callback, output_type="latent")
                 timings.pipeline_s = time.perf_counter() - begun
-                progress.check_cancelled()
+            progress.check_cancelled()
+            latents = output.images
+            upscaled: list[Image.Image] | None = None
+            if hires is not None:
+                # 6b. Hires fix: upscale, then img2img at the larger size.
+                latents, upscaled = self._hires_pass(
+                    request, hires, loaded, latents, embeddings, references.pipeline_kwargs,
+                    warnings, progress, started, timings,
+                    int(getattr(pipe, "num_timesteps", 0) or steps_run(request)),
+                )  # fmt: skip
+                _set_vae_tiling(pipe.vae, self._tiled(hires.width, hires.height))
+            if upscaled is None:
                 begun = time.perf_counter()
-                array = self._decode(loaded, output.images, warnings, progress)
-                timings.decode_s = time.perf_counter() - begun
+                with torch.inference_mode():
+                    array = self._decode(loaded, latents, warnings, progress)
+                timings.decode_s += time.perf_counter() - begun
         except Cancelled:
             raise
         except torch.OutOfMemoryError as exc:
             self._after_oom()
+            width, height = request.width, request.height
+            if hires is not None:
+                width, height = hires.width, hires.height
             raise GenerationError(
-                f"Out of memory at {request.width}×{request.height} with batch "
+                f"Out of memory at {width}×{height} with batch "
                 f"{request.batch_size}. Try a smaller size or batch size"
                 + (", or a lower-memory mode in the settings." if self.device != "cpu" else ".")
             ) from exc
         # 7. Refuse silently broken output.
-        images = _to_images(array)
+        images = upscaled if upscaled is not None else _to_images(array)
         if inpaint is not None:
             # Outside the mask and its feather, exactly the input's pixels.
             images = [inpaint.composite(image) for image in images]
@@ -442,6 +468,162 @@ class Engine:
             timings.total_s,
             timings,
         )
+
+    def _check_memory(
+        self, request: GenerationRequest, hires: HiresPlan | None, loaded: Any
+    ) -> None:
+        """Refuse, with what fits, a job whose working memory exceeds what is free now
+        (on the CPU it would not fail cleanly: the system would kill the app)."""
+        from desktop.engine import memory
+
+        free = memory.available(str(self.device))
+        if free is None:
+            return
+        budget = int(free * memory.USABLE_SHARE)
+        fits = memory.FitsAt(
+            request.batch_size,
+            loaded.info.family,
+            loaded.dtype.itemsize,
+            getattr(loaded, "vae_dtype", torch.float32).itemsize,
+            self._loaded_plan.tiled_vae_pixels,
+        )
+        batch = f" with batch {request.batch_size}" if request.batch_size > 1 else ""
+        need = fits(request.width, request.height)
+        if need > budget:
+            raise GenerationError(
+                f"{request.width}×{request.height}{batch} needs about {memory.gib(need)} of "
+                f"working memory and {memory.gib(free)} is free. Use a smaller size or batch "
+                "size, or close other programs."
+            )
+        if hires is None or request.hires is None:
+            return
+        need = fits(hires.width, hires.height)
+        if need > budget:
+            best = memory.largest_scale(
+                request.width, request.height, budget, fits, start=request.hires.scale
+            )
+            advice = (
+                f"a hires upscale of ×{best:g} fits"
+                if best is not None and best > 1
+                else "use a smaller base size or batch size"
+            )
+            raise GenerationError(
+                f"Hires fix ×{request.hires.scale:g} makes {hires.width}×{hires.height}{batch}, "
+                f"which needs about {memory.gib(need)} of working memory; "
+                f"{memory.gib(free)} is free: {advice}."
+            )
+
+    def _tiled(self, width: int, height: int) -> bool:
+        """Whether the VAE works in tiles at this size (memory)."""
+        return width * height >= self._loaded_plan.tiled_vae_pixels
+
+    def _hires_pass(
+        self,
+        request: GenerationRequest,
+        plan: HiresPlan,
+        loaded: Any,
+        latents: torch.Tensor,
+        embeddings: Any,
+        reference_kwargs: dict[str, Any],
+        warnings: list[str],
+        progress: Progress,
+        started: float,
+        timings: JobTimings,
+        done_steps: int,
+    ) -> tuple[torch.Tensor, list[Image.Image] | None]:
+        """The hires fix's upscale and second pass on the first pass's latents.
+
+        Returns the final latents, or (denoise 0 with a pixel upscaler) the upscaled
+        images themselves, which need no decode.
+        """
+        pipe = loaded.img2img
+        generators = [
+            torch.Generator("cpu").manual_seed(request.seed + i) for i in range(request.batch_size)
+        ]
+        if plan.latent:
+            progress.set_status("Hires fix: upscaling the latents…")
+            start = upscale_latents(latents, plan.width, plan.height)
+        else:
+            begun = time.perf_counter()
+            with torch.inference_mode():
+                array = self._decode(loaded, latents, warnings, progress)
+            timings.decode_s += time.perf_counter() - begun
+            images = [self._upscale(image, plan, progress) for image in _to_images(array)]
+            if plan.steps == 0:
+                return latents, images
+            progress.set_status("Hires fix: encoding the upscaled image…")
+            _set_vae_tiling(pipe.vae, self._tiled(plan.width, plan.height))
+            with torch.inference_mode():
+                start = torch.cat(
+                    [
+                        _vae_encode(pipe, image, [generator], loaded.dtype)
+                        for image, generator in zip(images, generators, strict=True)
+                    ]
+                )
+        if plan.steps == 0:
+            return start, None
+        progress.check_cancelled()
+        # The second pass: the same prompts and settings at the larger size, its own steps
+        # (prompt editing counts them); control images are resized to the new size.
+        second = dataclasses.replace(
+            request, width=plan.width, height=plan.height, steps=plan.steps, hires=None
+        )
+        pipe.scheduler = make_scheduler(request.sampler, request.schedule, self._base_scheduler)
+        recorder = _X0Recorder(pipe.scheduler, SAMPLERS[request.sampler].x0_from_model_outputs)
+        control = self._control_hook(second, loaded, None, [], progress)
+        with torch.inference_mode():
+            conditioning = Conditioning.build(pipe, second, embeddings)
+        kwargs: dict[str, Any] = {
+            "image": start.to(loaded.dtype),
+            "strength": plan.denoise,
+            "num_inference_steps": plan.scheduler_steps,
+            "guidance_scale": request.cfg_scale,
+            "num_images_per_prompt": request.batch_size,
+            "generator": generators,
+            **reference_kwargs,
+            **conditioning.pipeline_kwargs(),
+        }
+        callback = self._step_callback(
+            progress,
+            recorder,
+            started,
+            timings,
+            conditioning,
+            control=control,
+            offset=done_steps,
+        )
+        progress.set_status(f"Hires fix: {plan.steps} steps at {plan.width}×{plan.height}…")
+        with torch.inference_mode(), control.installed(pipe.unet):
+            begun = time.perf_counter()
+            output = pipe(**kwargs, callback_on_step_end=callback, output_type="latent")
+            timings.pipeline_s += time.perf_counter() - begun
+        progress.check_cancelled()
+        return output.images, None
+
+    def _upscale(self, image: Image.Image, plan: HiresPlan, progress: Progress) -> Image.Image:
+        """One decoded image at the hires size, by Lanczos or an upscaler model."""
+        from desktop.engine import upscalers
+
+        size = (plan.width, plan.height)
+        if plan.upscaler == upscalers.LANCZOS:
+            progress.set_status("Hires fix: upscaling (Lanczos)…")
+            return image.resize(size, Image.Resampling.LANCZOS)
+        info = upscalers.find_upscaler(plan.upscaler, self.sources())
+        assert info.path is not None
+        if self._upscaler is None or self._upscaler[0] != info.path:
+            self._upscaler = None
+            progress.set_status(f"Loading upscaler {info.name}…")
+            self._upscaler = (info.path, upscalers.load_upscaler(info, self.device))
+        model = self._upscaler[1]
+
+        def tiles(done: int, total: int) -> None:
+            progress.set_status(f"Hires fix: upscaling with {info.name} (tile {done}/{total})…")
+
+        progress.set_status(f"Hires fix: upscaling with {info.name}…")
+        result = model.upscale(
+            image, plan.width / image.width, cancel=progress.cancel_event, progress=tiles
+        )
+        return result if result.size == size else result.resize(size, Image.Resampling.LANCZOS)
 
     def _control_hook(
         self,
@@ -599,7 +781,11 @@ class Engine:
         blender: LatentBlender | None = None,
         inpaint: InpaintPlan | None = None,
         control: ControlHook | None = None,
+        offset: int = 0,
+        after: int = 0,
     ) -> Any:
+        """The pipeline's step callback. ``offset`` and ``after``: the job's steps before
+        and after this pass (a hires fix counts both passes as one job)."""
         previewer = self._previewer
 
         def on_step_end(pipe: Any, index: int, timestep: Any, tensors: dict) -> dict:
@@ -617,9 +803,10 @@ class Engine:
                 preview = previewer(x0 if x0 is not None else tensors["latents"])
                 if inpaint is not None:
                     preview = inpaint.preview(preview)  # the repaint growing in place
-            total = int(getattr(pipe, "num_timesteps", 0) or 0)
+            steps = offset + int(getattr(pipe, "num_timesteps", 0) or 0) + after
             elapsed = time.perf_counter() - started
-            progress.set_progress(StepUpdate(progress.job_id, index + 1, total, elapsed, preview))
+            update = StepUpdate(progress.job_id, offset + index + 1, steps, elapsed, preview)
+            progress.set_progress(update)
             # Prompt editing and alternation: the next step's embeddings, when they change.
             changes = conditioning.switch(pipe, index + 1)
             if control is not None:
@@ -639,7 +826,7 @@ class Engine:
 
 #: The request's list parts this engine can run so far (each later feature adds its own).
 SUPPORTED_PARTS: frozenset[str] = frozenset(
-    {"LoRAs", "Mask", "Outpaint", "Control layers", "Reference images"}
+    {"LoRAs", "Mask", "Outpaint", "Control layers", "Reference images", "Hires fix"}
 )
 
 

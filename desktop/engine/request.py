@@ -217,7 +217,13 @@ class GenerationRequest:
     references: tuple[ReferenceImage, ...] = setting((), label="Reference images", cli="-")
     mask: MaskSpec | None = setting(None, label="Mask", cli="-", remember=False)
     expand: ExpandSpec | None = setting(None, label="Outpaint", cli="-", remember=False)
-    hires: HiresSpec | None = setting(None, label="Hires fix", cli="-")
+    hires: HiresSpec | None = setting(
+        None,
+        label="Hires fix",
+        help="Generate at the base size, upscale, then refine with a second pass",
+        cli="-",
+        panel="sampler",
+    )
 
     def __post_init__(self) -> None:
         schema.validate(self)

@@ -3,6 +3,7 @@ seed, size, batch, and any setting added there later, which gets a generic edito
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from PySide6.QtCore import Signal
@@ -10,16 +11,22 @@ from PySide6.QtGui import QRegularExpressionValidator, QStandardItemModel
 from PySide6.QtWidgets import (
     QComboBox,
     QFormLayout,
+    QGroupBox,
     QHBoxLayout,
+    QLabel,
     QLineEdit,
     QSpinBox,
     QToolButton,
     QWidget,
 )
 
+from desktop.engine.errors import RequestError
+from desktop.engine.hires import LATENT, hires_size
+from desktop.engine.parts import HiresSpec
 from desktop.engine.request import request_field
 from desktop.engine.samplers import SAMPLERS, SCHEDULES, available_samplers
-from desktop.ui.fields import IntEditor, SettingsPanel
+from desktop.engine.schema import fields_of
+from desktop.ui.fields import Editor, IntEditor, SettingsPanel, changed_signal, make_editor
 from desktop.ui.form import size_presets
 from desktop.ui.icons import icon
 
@@ -33,7 +40,7 @@ class SamplerPanel(SettingsPanel):
     """
 
     PANEL = "sampler"
-    CUSTOM = frozenset({"sampler", "schedule", "seed", "width", "height"})
+    CUSTOM = frozenset({"sampler", "schedule", "seed", "width", "height", "hires"})
     sampler_changed = Signal(str)
 
     def __init__(self, parent: QWidget | None = None) -> None:
@@ -94,6 +101,12 @@ class SamplerPanel(SettingsPanel):
         size_row.addWidget(self.height_spin, 1)
         form.addRow("Size", size_row)
         self.add_generic_editors(form)
+        self.hires_box = HiresBox()
+        form.addRow(self.hires_box)
+        self.hires_box.values_changed.connect(self.values_changed.emit)
+        self.width_spin.valueChanged.connect(self._show_hires_size)
+        self.height_spin.valueChanged.connect(self._show_hires_size)
+        self.hires_box.values_changed.connect(self._show_hires_size)
 
         self._presets: tuple[tuple[int, int], ...] = ()
         self.sampler_combo.currentTextChanged.connect(self._on_sampler)
@@ -112,6 +125,7 @@ class SamplerPanel(SettingsPanel):
         ):
             signal.connect(lambda *_: self.values_changed.emit())
         self._on_sampler(self.sampler_combo.currentText())
+        self._show_hires_size()
 
     def _size_spin(self, name: str) -> QSpinBox:
         info = request_field(name)
@@ -128,6 +142,7 @@ class SamplerPanel(SettingsPanel):
             "seed": self.seed(),
             "width": self.width_spin.value(),
             "height": self.height_spin.value(),
+            "hires": self.hires_box.spec(),
         }
 
     def _set_custom_values(self, values: dict[str, Any]) -> None:
@@ -143,6 +158,16 @@ class SamplerPanel(SettingsPanel):
                 int(values.get("width") or self.width_spin.value()),
                 int(values.get("height") or self.height_spin.value()),
             )
+        if "hires" in values:
+            self.hires_box.set_spec(_as_hires(values["hires"]))
+
+    # -- hires fix -------------------------------------------------------------------------
+    def set_upscalers(self, names: Sequence[str]) -> None:
+        """Offer these upscaler models (besides Latent and Lanczos) for the hires fix."""
+        self.hires_box.set_upscalers(names)
+
+    def _show_hires_size(self) -> None:
+        self.hires_box.show_size(self.width_spin.value(), self.height_spin.value())
 
     # -- sampler / schedule ----------------------------------------------------------------
     def _on_sampler(self, name: str) -> None:
@@ -209,3 +234,105 @@ class SamplerPanel(SettingsPanel):
     def _apply_preset(self, index: int) -> None:
         if 0 <= index < len(self._presets):
             self.set_size(*self._presets[index])
+
+
+def _as_hires(value: Any) -> HiresSpec | None:
+    """A hires pass from a request value: the spec, its plain dict (restored settings), or
+    None; a value that no longer validates is dropped."""
+    if value is None or isinstance(value, HiresSpec):
+        return value
+    if isinstance(value, dict):
+        try:
+            return HiresSpec(**value)
+        except (RequestError, TypeError):
+            return None
+    return None
+
+
+class HiresBox(QGroupBox):
+    """The hires fix: a switch (the box's check) with scale, upscaler, steps and denoise.
+
+    Built from ``HiresSpec``'s declarations; the upscaler is a list of what is installed
+    ("Latent" and "Lanczos" need no model). An upscaler no longer installed stays listed, so
+    reusing an image shows what it was made with (the job then says it is missing).
+
+    Signals:
+        values_changed(): the switch or a value changed.
+    """
+
+    values_changed = Signal()
+    BUILT_IN = (LATENT, "Lanczos")
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__("Hires fix", parent)
+        self.setObjectName("HiresBox")
+        self.setCheckable(True)
+        self.setChecked(False)
+        self.setToolTip(
+            "Generate at the base size, upscale it, then refine it with a second pass "
+            "at the larger size (AUTOMATIC1111's hires fix)."
+        )
+        form = QFormLayout(self)
+        form.setContentsMargins(8, 6, 8, 6)
+        self.editors: dict[str, Editor] = {}
+        self.upscaler_combo = QComboBox()
+        self.upscaler_combo.setObjectName("HiresUpscaler")
+        self.upscaler_combo.setToolTip(
+            "Latent: resize the latents (fast, softer). Lanczos: resize the picture. "
+            "Upscaler models from models/upscale_models add detail."
+        )
+        self.upscaler_combo.addItems(self.BUILT_IN)
+        for info in fields_of(HiresSpec):
+            if info.name == "upscaler":
+                form.addRow("Upscaler", self.upscaler_combo)
+                continue
+            editor = make_editor(info, self)
+            editor.setObjectName(f"hires_{info.name}_editor")
+            changed_signal(editor).connect(lambda *_: self.values_changed.emit())
+            self.editors[info.name] = editor
+            label = info.label.removeprefix("Hires ").capitalize()
+            form.addRow(label, editor)
+        self.size_label = QLabel()
+        self.size_label.setObjectName("HiresSize")
+        form.addRow("Result", self.size_label)
+        self.upscaler_combo.currentTextChanged.connect(lambda _t: self.values_changed.emit())
+        self.toggled.connect(lambda _on: self.values_changed.emit())
+
+    def spec(self) -> HiresSpec | None:
+        """The hires pass, or None when the switch is off (or a value is out of range)."""
+        if not self.isChecked():
+            return None
+        values = {name: editor.value_() for name, editor in self.editors.items()}
+        try:
+            return HiresSpec(upscaler=self.upscaler_combo.currentText() or LATENT, **values)
+        except RequestError:
+            return None
+
+    def set_spec(self, spec: HiresSpec | None) -> None:
+        """Show ``spec`` (None: the switch off, the last values kept)."""
+        self.setChecked(spec is not None)
+        if spec is None:
+            return
+        for name, editor in self.editors.items():
+            editor.set_value(getattr(spec, name))
+        if self.upscaler_combo.findText(spec.upscaler) < 0:
+            self.upscaler_combo.addItem(spec.upscaler)
+        self.upscaler_combo.setCurrentText(spec.upscaler)
+
+    def set_upscalers(self, names: Sequence[str]) -> None:
+        current = self.upscaler_combo.currentText()
+        self.upscaler_combo.blockSignals(True)
+        self.upscaler_combo.clear()
+        self.upscaler_combo.addItems(
+            [*self.BUILT_IN, *(n for n in names if n not in self.BUILT_IN)]
+        )
+        if self.upscaler_combo.findText(current) < 0:
+            self.upscaler_combo.addItem(current)
+        self.upscaler_combo.setCurrentText(current)
+        self.upscaler_combo.blockSignals(False)
+
+    def show_size(self, width: int, height: int) -> None:
+        """Show the size the hires pass makes from the base size."""
+        scale = self.editors["scale"].value_()
+        w, h = hires_size(width, height, float(scale))
+        self.size_label.setText(f"{w} × {h}")
