@@ -72,6 +72,15 @@ def add_parser(sub: Any) -> None:
         "an IP-Adapter (models/ipadapter, its image encoder in models/clip_vision); repeat "
         "for several; the adapter suggested for the model is used unless model= names one",
     )
+    p.add_argument(
+        "--hires",
+        dest="hires",
+        nargs="*",
+        metavar="KEY=VALUE",
+        default=None,
+        help="hires fix: generate at --width/--height, upscale, then a second pass; "
+        "[scale=2] [upscaler=Latent|Lanczos|MODEL] [steps=0 (same as --steps)] [denoise=0.5]",
+    )
     outpaint = p.add_argument_group("outpainting", "grow --init-image's canvas and paint the rest")
     outpaint.add_argument(
         "--expand",
@@ -248,6 +257,30 @@ def _references(args: argparse.Namespace) -> Any:
     return tuple(refs) or None
 
 
+def _hires(args: argparse.Namespace) -> Any:
+    """The request's hires pass from ``--hires [key=value ...]`` (None without the flag)."""
+    from desktop.engine.errors import RequestError
+    from desktop.engine.parts import HiresSpec
+    from desktop.engine.schema import fields_of, parse_text
+
+    given = getattr(args, "hires", None)
+    if given is None:
+        return None
+    fields = {info.name: info for info in fields_of(HiresSpec)}
+    values: dict[str, Any] = {}
+    for item in given:
+        name, sep, text = item.partition("=")
+        if not sep or name not in fields:
+            raise RequestError(
+                f"--hires: cannot read “{item}”; give " + ", ".join(f"{o}=…" for o in fields)
+            )
+        try:
+            values[name] = parse_text(fields[name], text)
+        except ValueError as exc:
+            raise RequestError(f"--hires: {fields[name].label}: {exc}") from exc
+    return HiresSpec(**values)
+
+
 def mask_fields() -> list[FieldInfo]:
     """The mask's settings (``--mask FILE`` and how it is used), in declaration order."""
     from desktop.engine.parts import MaskSpec
@@ -340,6 +373,7 @@ def build_request(args: argparse.Namespace) -> Any:
         "expand": _expand(args),
         "controls": _controls(args),
         "references": _references(args),
+        "hires": _hires(args),
     }
     request = GenerationRequest.from_values(values)
     if any(parts.values()):
