@@ -81,7 +81,7 @@ def main() -> None:
 
         used, seconds = peak_during(step)
         _report("unet_step_bf16_batch2", side, used, seconds)
-    del unet
+    unet.to("meta")  # frees the weights before the VAE is measured
 
     vae = AutoencoderKL.from_config(AutoencoderKL.load_config(CONFIGS / "vae")).float()
     vae.eval()

@@ -4,16 +4,18 @@
 
 .DESCRIPTION
     Creates a private virtual environment in the prefix, installs the right torch build (CUDA
-    when an NVIDIA GPU answers to nvidia-smi, the CPU build otherwise), installs Sandstorm from
-    this checkout in editable mode (the app reads resources\ and models\ from the checkout),
-    adds Start-menu and desktop shortcuts that run pythonw (no console window) and opens the
-    app. Re-running upgrades in place. Everything it creates is listed in
-    <prefix>\install-manifest.txt, so -Uninstall removes exactly that and never the user's
-    models, gallery or settings (those live in %LOCALAPPDATA%\Sandstorm and %APPDATA%\Sandstorm).
+    when an NVIDIA GPU answers to nvidia-smi, the CPU build otherwise) with the torchvision
+    that matches it, installs Sandstorm from this checkout in editable mode (the app reads
+    resources\ and models\ from the checkout), adds Start-menu and desktop shortcuts that run
+    pythonw (no console window) and opens the app. Re-running upgrades in place. Everything it
+    creates is listed in <prefix>\install-manifest.txt, so -Uninstall removes exactly that and
+    never the user's models, gallery or settings (those live in %LOCALAPPDATA%\Sandstorm and
+    %APPDATA%\Sandstorm).
 
     Environment knobs (all optional): SANDSTORM_PYTHON (interpreter), SANDSTORM_TORCH
-    (auto, cpu, cuda or keep), SANDSTORM_TORCH_INDEX (PyTorch CUDA wheel index),
-    SANDSTORM_INSTALL_EXTRA_PIP_ARGS (extra arguments for every pip install).
+    (auto, cpu, cuda or keep; keep leaves torch and torchvision alone), SANDSTORM_TORCH_INDEX
+    (PyTorch CUDA wheel index), SANDSTORM_INSTALL_EXTRA_PIP_ARGS (extra arguments for every
+    pip install).
 
 .EXAMPLE
     powershell -ExecutionPolicy Bypass -File installer\install.ps1
@@ -29,18 +31,21 @@ param(
 
 $ErrorActionPreference = 'Stop'
 $Repo = (Resolve-Path (Join-Path $PSScriptRoot '..')).Path
-# The torch version is pinned in one place, installer\constraints.txt ("torch==X.Y.Z").
+# torch and torchvision are pinned in one place, installer\constraints.txt ("torch==X.Y.Z",
+# "torchvision==X.Y.Z"). Each torchvision release works with exactly one torch release.
 $Constraints = Join-Path $Repo 'installer\constraints.txt'
-$TorchVersion = ''
-if (Test-Path -LiteralPath $Constraints) {
-    foreach ($line in Get-Content -LiteralPath $Constraints) {
-        if ($line -match '^\s*torch\s*==\s*([0-9][0-9A-Za-z.]*)') { $TorchVersion = $Matches[1]; break }
+function Get-Pinned([string]$Dist) {
+    if (Test-Path -LiteralPath $Constraints) {
+        foreach ($line in Get-Content -LiteralPath $Constraints) {
+            if ($line -match "^\s*$Dist\s*==\s*([0-9][0-9A-Za-z.]*)") { return $Matches[1] }
+        }
     }
-}
-if (-not $TorchVersion) {
-    Write-Host "error: no torch==VERSION line in $Constraints; restore it from a complete copy of Sandstorm" -ForegroundColor Red
+    Write-Host "error: no $Dist==VERSION line in $Constraints; restore it from a complete copy of Sandstorm" -ForegroundColor Red
     exit 1
 }
+$TorchVersion = Get-Pinned 'torch'
+$TorchvisionVersion = Get-Pinned 'torchvision'
+$KeepTorch = ''
 $Prefix = [System.IO.Path]::GetFullPath($Prefix)
 $Venv = Join-Path $Prefix 'venv'
 $Manifest = Join-Path $Prefix 'install-manifest.txt'
@@ -137,10 +142,33 @@ function Invoke-Pip {
     return ($LASTEXITCODE -eq 0)
 }
 
-function Get-InstalledTorch {
-    $version = Invoke-Quiet (Join-Path $Venv 'Scripts\python.exe') @('-c', 'import importlib.metadata as m; print(m.version("torch"))')
+# The installed version of a distribution in the venv, or '' when it is not there.
+function Get-InstalledVersion([string]$Dist) {
+    $version = Invoke-Quiet (Join-Path $Venv 'Scripts\python.exe') @('-c', "import importlib.metadata as m; print(m.version('$Dist'))")
     if ($LASTEXITCODE -eq 0) { return "$version".Trim() }
     return ''
+}
+
+# The build label of a version ('cpu' of X.Y.Z+cpu, 'cu130' of X.Y.Z+cu130; '' for PyPI's
+# unlabelled builds).
+function Get-BuildLabel([string]$Version) {
+    $plus = $Version.IndexOf('+')
+    if ($plus -lt 0) { return '' }
+    return $Version.Substring($plus + 1)
+}
+
+# True when the venv has the pinned torch and torchvision, both of the same build (a CUDA
+# torchvision beside a CPU torch does not import), whose label is like one of $Labels ('' for
+# an unlabelled build).
+function Test-PinnedPair([string]$Torch, [string]$Torchvision, [string[]]$Labels) {
+    if (-not $Torch -or -not $Torchvision) { return $false }
+    if ($Torch.Split('+')[0] -ne $TorchVersion -or $Torchvision.Split('+')[0] -ne $TorchvisionVersion) { return $false }
+    $label = Get-BuildLabel $Torch
+    if ($label -ne (Get-BuildLabel $Torchvision)) { return $false }
+    foreach ($wanted in $Labels) {
+        if ($label -like $wanted) { return $true }
+    }
+    return $false
 }
 
 function Get-CudaIndex {
@@ -165,10 +193,20 @@ function Install-Torch {
             if ($LASTEXITCODE -eq 0) { $choice = 'cuda' }
         }
     }
-    $current = Get-InstalledTorch
+    $current = Get-InstalledVersion 'torch'
+    $currentTv = Get-InstalledVersion 'torchvision'
+    $pair = "torch $TorchVersion and torchvision $TorchvisionVersion"
+    # torch and torchvision always go in one pip call, so the resolver cannot pair a
+    # torchvision with another torch (or another build of it).
     if ($choice -eq 'keep') {
         if (-not $current) { Die "SANDSTORM_TORCH=keep, but torch is not installed in $Venv" }
-        Say "Keeping torch $current"
+        if ($currentTv) {
+            Say "Keeping torch $current and torchvision $currentTv"
+        } else {
+            Say "Keeping torch $current"
+            Warn "torchvision is not installed; pip will add the one that goes with torch $current"
+        }
+        $script:KeepTorch = $current
         return
     }
     if ($choice -eq 'cuda') {
@@ -176,27 +214,35 @@ function Install-Torch {
         if (-not $index) {
             Warn 'the NVIDIA driver is too old for current CUDA builds of torch; update it for GPU speed'
             $choice = 'cpu'
-        } elseif ($current -like "$TorchVersion+cu*") {
-            Say "torch $current (CUDA build) is already installed"
+        } elseif (Test-PinnedPair $current $currentTv @('cu*')) {
+            Say "torch $current and torchvision $currentTv (CUDA build) are already installed"
             return
         } else {
-            Say "NVIDIA GPU found: installing torch $TorchVersion from $index"
-            if (-not (Invoke-Pip "torch==$TorchVersion" --index-url $index)) {
+            Say "NVIDIA GPU found: installing $pair from $index"
+            if (-not (Invoke-Pip "torch==$TorchVersion" "torchvision==$TorchvisionVersion" --index-url $index)) {
                 Die "could not install the CUDA build of torch from $index; set SANDSTORM_TORCH=cpu to install the CPU build instead"
             }
             return
         }
     }
     if ($choice -ne 'cpu') { Die "SANDSTORM_TORCH must be auto, cpu, cuda or keep (got '$choice')" }
-    if ($current -eq $TorchVersion -or $current -eq "$TorchVersion+cpu") {
-        Say "torch $current (CPU build) is already installed"
+    if (Test-PinnedPair $current $currentTv @('', 'cpu')) {
+        Say "torch $current and torchvision $currentTv (CPU build) are already installed"
         return
     }
-    # On Windows the PyPI build of torch is the CPU one.
-    Say "No NVIDIA GPU found: installing the CPU build of torch $TorchVersion"
-    if (-not (Invoke-Pip "torch==$TorchVersion")) {
-        Die "could not install torch $TorchVersion; check your internet connection"
+    # On Windows the PyPI builds of torch and torchvision are the CPU ones.
+    Say "No NVIDIA GPU found: installing the CPU build of $pair"
+    if (-not (Invoke-Pip "torch==$TorchVersion" "torchvision==$TorchvisionVersion")) {
+        Die "could not install $pair; check your internet connection"
     }
+}
+
+# Installs Sandstorm itself without letting pip swap the torch installed above: pinned to
+# constraints.txt, or, with SANDSTORM_TORCH=keep, to the torch that is there (pip then picks
+# the torchvision that goes with it when there is none).
+function Install-App {
+    if ($KeepTorch) { return (Invoke-Pip -e $Repo "torch==$KeepTorch") }
+    return (Invoke-Pip -c $Constraints -e $Repo)
 }
 
 function New-Shortcut([string]$Path) {
@@ -254,7 +300,7 @@ if ($venvWorks) {
 
 Install-Torch
 Say 'Installing Sandstorm and its libraries (diffusers, transformers, PySide6)'
-if (-not (Invoke-Pip -e $Repo)) { Die 'pip could not install Sandstorm; see the messages above' }
+if (-not (Install-App)) { Die 'pip could not install Sandstorm; see the messages above' }
 
 Say 'Checking the installed app'
 & $venvPython -m desktop --version | Out-Host

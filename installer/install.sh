@@ -5,7 +5,7 @@
 #
 # Creates a private virtual environment in the prefix, installs the right torch build
 # (CUDA when an NVIDIA GPU answers, the default build with MPS on Apple Silicon, the CPU
-# build otherwise), installs Sandstorm from this checkout in editable mode (the app reads
+# build otherwise) with the torchvision that matches it, installs Sandstorm from this checkout in editable mode (the app reads
 # resources/ and models/ from the checkout), adds a launcher to the applications menu and
 # opens the app. Re-running upgrades in place. Everything it creates is listed in
 # <prefix>/install-manifest.txt, so --uninstall removes exactly that and never the user's
@@ -13,7 +13,8 @@
 #
 # Environment knobs (all optional):
 #   SANDSTORM_PYTHON                  interpreter used to create the venv (default: python3)
-#   SANDSTORM_TORCH                   auto | cpu | cuda | mps | keep (keep: leave torch alone)
+#   SANDSTORM_TORCH                   auto | cpu | cuda | mps | keep (keep: leave torch and
+#                                     torchvision alone; pip adds a torchvision if none is there)
 #   SANDSTORM_TORCH_INDEX             PyTorch wheel index for the CUDA build (auto-chosen)
 #   SANDSTORM_INSTALL_EXTRA_PIP_ARGS  extra arguments for every pip install
 #   XDG_DATA_HOME                     where the launcher and icons go (Linux)
@@ -36,10 +37,16 @@ die() {
     exit 1
 }
 
-# The torch version is pinned in one place, installer/constraints.txt ("torch==X.Y.Z").
+# torch and torchvision are pinned in one place, installer/constraints.txt ("torch==X.Y.Z",
+# "torchvision==X.Y.Z"). Each torchvision release works with exactly one torch release.
 CONSTRAINTS="$REPO/installer/constraints.txt"
-TORCH_VERSION=$(sed -n 's/^[[:space:]]*torch[[:space:]]*==[[:space:]]*\([0-9][0-9A-Za-z.]*\).*/\1/p' "$CONSTRAINTS" 2>/dev/null | head -n 1)
+pinned_version() { # pinned_version DIST: the version constraints.txt pins DIST to
+    sed -n "s/^[[:space:]]*$1[[:space:]]*==[[:space:]]*\\([0-9][0-9A-Za-z.]*\\).*/\\1/p" "$CONSTRAINTS" 2>/dev/null | head -n 1
+}
+TORCH_VERSION=$(pinned_version torch)
 [ -n "$TORCH_VERSION" ] || die "no torch==VERSION line in $CONSTRAINTS; restore it from a complete copy of Sandstorm"
+TORCHVISION_VERSION=$(pinned_version torchvision)
+[ -n "$TORCHVISION_VERSION" ] || die "no torchvision==VERSION line in $CONSTRAINTS; restore it from a complete copy of Sandstorm"
 
 usage() {
     cat <<EOF
@@ -53,6 +60,8 @@ Install Sandstorm from this checkout ($REPO) and open it.
   --uninstall    remove what a previous install created (keeps models, gallery, settings)
   --print-torch-version
                  print the torch version this installer installs (from constraints.txt)
+  --print-torchvision-version
+                 print the torchvision version it installs beside torch
   -h, --help     show this help
 EOF
 }
@@ -66,6 +75,7 @@ default_prefix() {
 }
 
 PREFIX=""
+KEEP_TORCH=""
 LAUNCH=1
 UNINSTALL=0
 while [ $# -gt 0 ]; do
@@ -89,6 +99,10 @@ while [ $# -gt 0 ]; do
             ;;
         --print-torch-version)
             printf '%s\n' "$TORCH_VERSION"
+            exit 0
+            ;;
+        --print-torchvision-version)
+            printf '%s\n' "$TORCHVISION_VERSION"
             exit 0
             ;;
         -h | --help)
@@ -230,8 +244,37 @@ pip_install() {
     "$VENV/bin/python" -m pip install ${SANDSTORM_INSTALL_EXTRA_PIP_ARGS:-} "$@"
 }
 
-installed_torch() {
-    "$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("torch"))' 2>/dev/null || true
+installed_version() { # installed_version DIST: its version in the venv, or nothing
+    "$VENV/bin/python" -c 'import importlib.metadata as m, sys; print(m.version(sys.argv[1]))' "$1" 2>/dev/null || true
+}
+
+# The build label of a version ("cpu" of X.Y.Z+cpu, "cu130" of X.Y.Z+cu130; nothing for
+# the unlabelled builds on PyPI).
+build_label() {
+    case "$1" in
+        *+*) printf '%s\n' "${1#*+}" ;;
+        *) printf '\n' ;;
+    esac
+}
+
+# pinned_pair_installed LABEL...: true when the venv has the pinned torch and torchvision,
+# both of the same build (a CUDA torchvision beside a CPU torch does not import) and that
+# build's label matches one of the patterns LABEL ('' for an unlabelled build). Reads
+# $current (torch's installed version); sets $current_tv.
+pinned_pair_installed() {
+    current_tv=$(installed_version torchvision)
+    [ -n "$current" ] && [ -n "$current_tv" ] || return 1
+    [ "${current%%+*}" = "$TORCH_VERSION" ] && [ "${current_tv%%+*}" = "$TORCHVISION_VERSION" ] || return 1
+    label=$(build_label "$current")
+    [ "$label" = "$(build_label "$current_tv")" ] || return 1
+    for wanted in "$@"; do
+        # The patterns are globs on purpose (cu* is any CUDA build).
+        # shellcheck disable=SC2254
+        case "$label" in
+            $wanted) return 0 ;;
+        esac
+    done
+    return 1
 }
 
 # ---------------------------------------------------------------------------- torch
@@ -272,26 +315,44 @@ choose_torch() {
 
 install_torch() {
     flavour=$(choose_torch)
-    current=$(installed_torch)
+    current=$(installed_version torch)
+    pair="torch $TORCH_VERSION and torchvision $TORCHVISION_VERSION"
+    # torch and torchvision always go in one pip call, so the resolver cannot pair a
+    # torchvision with another torch (or another build of it).
     case "$flavour" in
         keep)
             [ -n "$current" ] || die "SANDSTORM_TORCH=keep, but torch is not installed in $VENV"
-            say "Keeping torch $current"
+            current_tv=$(installed_version torchvision)
+            say "Keeping torch $current${current_tv:+ and torchvision $current_tv}"
+            [ -n "$current_tv" ] ||
+                warn "torchvision is not installed; pip will add the one that goes with torch $current"
+            KEEP_TORCH=$current
             ;;
         cpu)
-            case "$current" in
-                "$TORCH_VERSION"+cpu | "$TORCH_VERSION")
-                    say "torch $current (CPU build) is already installed"
-                    return
-                    ;;
-            esac
-            say "No NVIDIA GPU found: installing the CPU build of torch $TORCH_VERSION"
+            if pinned_pair_installed cpu ''; then
+                say "torch $current and torchvision $current_tv are already installed"
+                return
+            fi
+            # PyTorch's CPU index labels its Linux builds +cpu; its macOS ones are unlabelled.
+            cpu_label="+cpu"
+            [ "$OS" != "Darwin" ] || cpu_label=""
+            say "No NVIDIA GPU found: installing the CPU build of $pair"
             # A local or mirrored CPU wheel wins when pip is configured with one; otherwise
             # fetch it from PyTorch's CPU index (PyPI's Linux torch is the multi-GB CUDA one).
-            if ! pip_install "torch==$TORCH_VERSION+cpu" 2>/dev/null; then
-                pip_install "torch==$TORCH_VERSION" --index-url "$TORCH_CPU_INDEX" ||
-                    die "could not install torch $TORCH_VERSION (CPU); check your internet connection"
+            # Quiet: on most machines there is none, and pip's resolver error would alarm.
+            if pip_install "torch==$TORCH_VERSION+cpu" "torchvision==$TORCHVISION_VERSION+cpu" >/dev/null 2>&1; then
+                say "Installed torch $TORCH_VERSION+cpu and torchvision $TORCHVISION_VERSION+cpu from pip's configured indexes"
+                return
             fi
+            if pip_install "torch==$TORCH_VERSION$cpu_label" "torchvision==$TORCHVISION_VERSION$cpu_label" \
+                --index-url "$TORCH_CPU_INDEX"; then
+                return
+            fi
+            # The CPU index cannot be reached (offline, a mirror only): take the build pip's
+            # own indexes have, which on Linux is usually the CUDA one. It runs on the CPU.
+            warn "could not get the CPU build from $TORCH_CPU_INDEX; installing $pair from pip's configured indexes instead, which on Linux may be the large CUDA build (several GB; it runs on the CPU too)"
+            pip_install "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION" ||
+                die "could not install $pair (CPU); check your internet connection"
             ;;
         cuda)
             index=$(cuda_index)
@@ -300,32 +361,41 @@ install_torch() {
                 SANDSTORM_TORCH=cpu install_torch
                 return
             fi
-            case "$current" in
-                "$TORCH_VERSION"+cu*)
-                    say "torch $current (CUDA build) is already installed"
-                    return
-                    ;;
-            esac
-            say "NVIDIA GPU found: installing torch $TORCH_VERSION from $index"
-            pip_install "torch==$TORCH_VERSION" --index-url "$index" ||
+            if pinned_pair_installed 'cu*'; then
+                say "torch $current and torchvision $current_tv (CUDA build) are already installed"
+                return
+            fi
+            say "NVIDIA GPU found: installing $pair from $index"
+            pip_install "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION" --index-url "$index" ||
                 die "could not install the CUDA build of torch from $index; set SANDSTORM_TORCH=cpu to install the CPU build instead"
             ;;
         mps)
-            if [ "$current" = "$TORCH_VERSION" ]; then
-                say "torch $current is already installed"
+            if pinned_pair_installed ''; then
+                say "torch $current and torchvision $current_tv are already installed"
                 return
             fi
             if [ "$OS" = "Darwin" ] && [ "$ARCH" != "arm64" ]; then
                 warn "Intel Macs have no GPU support in torch; Sandstorm will run on the CPU"
             fi
-            say "Installing torch $TORCH_VERSION (Metal/MPS on Apple Silicon)"
-            pip_install "torch==$TORCH_VERSION" ||
+            say "Installing $pair (Metal/MPS on Apple Silicon)"
+            pip_install "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION" ||
                 die "could not install torch $TORCH_VERSION for $OS $ARCH; PyTorch publishes macOS builds for Apple Silicon only"
             ;;
         *)
             die "SANDSTORM_TORCH must be auto, cpu, cuda, mps or keep (got '$flavour')"
             ;;
     esac
+}
+
+# Installs Sandstorm itself without letting pip swap the torch installed above: pinned to
+# constraints.txt, or, with SANDSTORM_TORCH=keep, to the torch that is there (pip then picks
+# the torchvision that goes with it when there is none).
+install_app() {
+    if [ -n "$KEEP_TORCH" ]; then
+        pip_install -e "$REPO" "torch==$KEEP_TORCH"
+    else
+        pip_install -c "$CONSTRAINTS" -e "$REPO"
+    fi
 }
 
 # ---------------------------------------------------------------------------- launchers
@@ -448,7 +518,7 @@ fi
 make_venv
 install_torch
 say "Installing Sandstorm and its libraries (diffusers, transformers, PySide6)"
-pip_install -e "$REPO" || die "pip could not install Sandstorm; see the messages above"
+install_app || die "pip could not install Sandstorm; see the messages above"
 
 say "Checking the installed app"
 "$VENV/bin/sandstorm" --version || die "the installed app does not start; run $VENV/bin/sandstorm --check for details"

@@ -864,6 +864,78 @@ class Gallery:
             ).fetchone()
         return int(total)
 
+    def day_counts(
+        self,
+        text: str = "",
+        model: str | None = None,
+        favourites: bool = False,
+        since: dt.datetime | dt.date | float | None = None,
+        until: dt.datetime | dt.date | float | None = None,
+    ) -> list[tuple[dt.date, int]]:
+        """How many images ``search`` finds on each local day, newest day first.
+
+        The days follow ``search``'s order, so the first ``n`` results of ``search`` are the
+        images of the first days whose counts add up to ``n``: a view can lay out headers
+        per day for the whole result without reading a single row.
+        """
+        where, args = self._where(text, model, favourites, since, until)
+        with self._lock:
+            rows = self.db.execute(
+                "SELECT date(created, 'unixepoch', 'localtime') AS day, COUNT(*) "
+                f"FROM images WHERE {where} GROUP BY day ORDER BY day DESC",
+                args,
+            ).fetchall()
+        return [(dt.date.fromisoformat(day), int(count)) for day, count in rows if day]
+
+    def paths(
+        self,
+        text: str = "",
+        model: str | None = None,
+        favourites: bool = False,
+        since: dt.datetime | dt.date | float | None = None,
+        until: dt.datetime | dt.date | float | None = None,
+        limit: int = -1,
+        offset: int = 0,
+    ) -> list[str]:
+        """The files ``search`` would return, as paths only (much cheaper than items: a
+        viewer stepping through 10,000 images needs their names, not their settings).
+        ``limit`` -1 means all."""
+        where, args = self._where(text, model, favourites, since, until)
+        with self._lock:
+            rows = self.db.execute(
+                f"SELECT path FROM images WHERE {where} "
+                "ORDER BY created DESC, path DESC LIMIT ? OFFSET ?",
+                [*args, int(limit), max(0, int(offset))],
+            ).fetchall()
+        return [row[0] for row in rows]
+
+    def position(
+        self,
+        path: Path | str,
+        text: str = "",
+        model: str | None = None,
+        favourites: bool = False,
+        since: dt.datetime | dt.date | float | None = None,
+        until: dt.datetime | dt.date | float | None = None,
+    ) -> int | None:
+        """Where ``path`` stands in ``search``'s order with these filters (0 is the newest);
+        None when it is not indexed or the filters leave it out."""
+        key = self._key(path)
+        where, args = self._where(text, model, favourites, since, until)
+        with self._lock:
+            row = self.db.execute(
+                f"SELECT created FROM images WHERE path = ? AND {where}", [key, *args]
+            ).fetchone()
+            if row is None:
+                return None
+            created = row[0]
+            (before,) = self.db.execute(
+                f"SELECT COUNT(*) FROM images WHERE {where} "
+                "AND (created > ? OR (created = ? AND path > ?))",
+                [*args, created, created, key],
+            ).fetchone()
+        return int(before)
+
     def get(self, path: Path | str) -> GalleryItem | None:
         """The indexed item for a file, or None."""
         with self._lock:

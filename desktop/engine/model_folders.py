@@ -52,7 +52,9 @@ A1111_DIRS: dict[str, tuple[str, ...]] = {
     "loras": ("Lora", "LyCORIS"),
     "embeddings": (),
     "controlnet": ("ControlNet",),
-    "upscale_models": ("ESRGAN", "RealESRGAN"),
+    # One folder per upscaler family; ScuNET holds 1x denoisers, which are listed and then
+    # refused on loading with a message (they are not super-resolution models).
+    "upscale_models": ("ESRGAN", "RealESRGAN", "SwinIR", "DAT", "HAT", "ScuNET"),
     "vae_approx": ("VAE-approx",),
     # A1111's ControlNet extension keeps IP-Adapters beside the ControlNets (the files are
     # told apart by their keys) and its image encoders in its own downloads folder, which

@@ -50,6 +50,8 @@ class Settings:
     torch_compile: bool = False
     window_geometry: str = ""
     window_state: str = ""
+    #: Thumbnail size of the full-window gallery, in pixels (the browser clamps it).
+    gallery_thumbnail_size: int = 160
     #: ComfyUI servers: {"url", "name", "token", "verify_tls"} each. Access tokens live only
     #: here (the file is readable by its owner alone) and never in image metadata or logs.
     servers: list[dict[str, Any]] = field(default_factory=list)

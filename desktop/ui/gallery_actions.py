@@ -1,14 +1,19 @@
 """The gallery's actions on the selected images, as ``QAction``s, and what they do.
 
 ``GalleryActions`` builds the actions (toolbar, context menu and grid shortcuts) and calls
-an ``ActionTarget`` (the panel) when one is triggered. The helpers below do the part that
-needs no panel: clipboard, file manager, and the request to reuse.
+an ``ActionTarget`` (the strip's panel or the full-window browser) when one is triggered.
+The helpers below do the part that needs no panel: clipboard, file manager, the request to
+reuse, and exporting files to a folder without overwriting anything there.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Callable
+import errno
+import os
+import shutil
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -34,13 +39,16 @@ class ActionTarget(Protocol):
     def toggle_favourite(self) -> None: ...
     def delete_selected(self) -> Any: ...
     def undo_delete(self) -> Any: ...
+    def upscale_current(self) -> None: ...
+    def export_selected(self) -> Any: ...
 
 
 class GalleryActions(QObject):
     """The actions, with shortcuts active only while ``view`` (the grid) has focus.
 
-    Attributes: ``open``, ``reuse``, ``reuse_seed``, ``img2img``, ``copy_image``,
-    ``copy_params``, ``reveal``, ``favourite``, ``delete``, ``undo``.
+    Attributes: ``open``, ``reuse``, ``reuse_seed``, ``img2img``, ``upscale``,
+    ``copy_image``, ``copy_params``, ``reveal``, ``export``, ``favourite``, ``delete``,
+    ``undo``.
     """
 
     def __init__(self, target: ActionTarget, view: QWidget, parent: QObject | None = None):
@@ -65,6 +73,11 @@ class GalleryActions(QObject):
         self.img2img = self._action(
             "To img2img", "Use this image as the image-to-image input", target.send_to_img2img
         )
+        self.upscale = self._action(
+            "Upscale…",
+            "Make a larger copy of this image with an upscaler model",
+            target.upscale_current,
+        )
         self.copy_image = self._action(
             "Copy image",
             "Copy the image to the clipboard",
@@ -81,6 +94,11 @@ class GalleryActions(QObject):
             "Show in folder",
             "Open the folder holding this image in the file manager",
             target.reveal,
+        )
+        self.export = self._action(
+            "Export…",
+            "Copy the selected images, with the settings stored in them, to a folder",
+            target.export_selected,
         )
         self.favourite = self._action(
             "★ Favourite",
@@ -121,9 +139,11 @@ class GalleryActions(QObject):
             self.reuse,
             self.reuse_seed,
             self.img2img,
+            self.upscale,
             self.copy_image,
             self.copy_params,
             self.reveal,
+            self.export,
             self.favourite,
             self.delete,
         ]
@@ -140,8 +160,8 @@ class GalleryActions(QObject):
         """The actions as a context menu."""
         menu = QMenu(parent)
         groups = [
-            [self.open, self.reuse, self.reuse_seed, self.img2img],
-            [self.copy_image, self.copy_params, self.reveal],
+            [self.open, self.reuse, self.reuse_seed, self.img2img, self.upscale],
+            [self.copy_image, self.copy_params, self.reveal, self.export],
             [self.favourite, self.delete, self.undo],
         ]
         for number, group in enumerate(groups):
@@ -181,3 +201,79 @@ def copy_parameters_to_clipboard(path: Path | str) -> str:
 def folder_url(path: Path | str) -> QUrl:
     """The URL that opens the folder holding ``path`` in the file manager."""
     return QUrl.fromLocalFile(str(Path(path).parent))
+
+
+@dataclasses.dataclass
+class ExportResult:
+    """What ``export_files`` did: the copies made, and the files it could not copy (why)."""
+
+    folder: Path
+    copied: list[Path] = dataclasses.field(default_factory=list)
+    failed: list[tuple[Path, str]] = dataclasses.field(default_factory=list)
+
+
+def describe_os_error(exc: OSError) -> str:
+    """An ``OSError`` in words for a message ("permission denied", "the disk is full")."""
+    if exc.errno == errno.ENOSPC:
+        return "the disk is full"
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return "permission denied"
+    if exc.errno == errno.ENOENT:
+        return "the file is missing"
+    if exc.errno in (errno.ENOTDIR, errno.EEXIST):
+        return "it is not a folder"
+    return exc.strerror or str(exc) or type(exc).__name__
+
+
+def export_files(paths: Iterable[Path | str], folder: Path | str) -> ExportResult:
+    """Copy images into ``folder`` byte for byte, so the settings stored in them travel too.
+
+    A name already taken in ``folder`` is never overwritten: the copy is named
+    ``name (2).png``, ``name (3).png``, ... The files keep their modification time.
+
+    Raises:
+        OSError: ``folder`` cannot be created or written to (nothing was copied). A file
+            that cannot be read is listed in ``failed`` and the others are copied.
+    """
+    target = Path(folder)
+    target.mkdir(parents=True, exist_ok=True)
+    if not target.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "not a folder", str(target))
+    result = ExportResult(target)
+    for entry in paths:
+        source = Path(entry)
+        try:
+            result.copied.append(copy_without_overwriting(source, target))
+        except FileNotFoundError:
+            result.failed.append((source, "the file is missing"))
+        except OSError as exc:
+            if not result.copied and exc.filename != str(source):
+                raise  # the folder itself refuses: say so once, not for every image
+            result.failed.append((source, describe_os_error(exc)))
+    return result
+
+
+def copy_without_overwriting(source: Path, folder: Path) -> Path:
+    """Copy ``source`` into ``folder`` under a name that was free; returns the copy.
+
+    The name is claimed with an exclusive create, so a file that appears meanwhile (another
+    export) is not overwritten either.
+    """
+    with open(source, "rb") as reader:
+        for number in range(1, 10_000):
+            name = source.name if number == 1 else f"{source.stem} ({number}){source.suffix}"
+            candidate = folder / name
+            try:
+                writer = open(candidate, "xb")  # noqa: SIM115 (closed below, removed on failure)
+            except FileExistsError:
+                continue
+            try:
+                with writer:
+                    shutil.copyfileobj(reader, writer)
+                shutil.copystat(source, candidate)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(candidate)
+                raise
+            return candidate
+    raise FileExistsError(errno.EEXIST, "no free name for the copy", str(folder / source.name))

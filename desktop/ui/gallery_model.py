@@ -1,17 +1,25 @@
-"""The gallery as a Qt list model: index search results, paged in as the view scrolls.
+"""The gallery as models: index search results, read a page at a time.
 
-Rows are ``GalleryItem``s from ``Gallery.search`` (newest first). Only the first page is
-read when a filter changes; ``fetchMore`` reads the next page when the view scrolls near
-the end, so a 10,000-image gallery costs one small query to show. Thumbnails are asked
-for only when the view paints a row (``DecorationRole``), and arrive from the
-``ThumbnailLoader``; new results are inserted at the top without a reload.
+``GalleryModel`` (the strip under the canvas) is a Qt list model: rows are ``GalleryItem``s
+from ``Gallery.search`` (newest first). Only the first page is read when a filter changes;
+``fetchMore`` reads the next page when the view scrolls near the end, so a 10,000-image
+gallery costs one small query to show. Thumbnails are asked for only when the view paints a
+row (``DecorationRole``), and arrive from the ``ThumbnailLoader``; new results are inserted
+at the top without a reload.
+
+``GalleryPages`` (the full-window browser) gives random access by position instead: the
+days and their counts come from one grouped query (``Gallery.day_counts``), so a view can
+lay out every day's header and cell of a 100,000-image result at once and read only the
+pages it paints, wherever the user drags the scroll bar.
 """
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
+import datetime as dt
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,15 +27,18 @@ from PySide6.QtCore import (
     QAbstractListModel,
     QMimeData,
     QModelIndex,
+    QObject,
     QPersistentModelIndex,
     QSize,
     Qt,
+    QThreadPool,
     QUrl,
+    Signal,
 )
-from PySide6.QtGui import QColor, QImage, QImageReader, QPixmap
+from PySide6.QtGui import QColor, QFont, QImage, QImageReader, QPainter, QPixmap
 
 from desktop.engine.gallery import Gallery, GalleryItem
-from desktop.ui.thumbnails import THUMB_SIZE, ThumbnailLoader
+from desktop.ui.thumbnails import MISSING_REASON, THUMB_SIZE, ThumbnailLoader
 
 PAGE_SIZE = 200
 #: Pixmaps kept in memory (about 64 MB at 256 px); the disk cache holds the rest.
@@ -37,17 +48,27 @@ PathRole = Qt.ItemDataRole.UserRole + 2
 FavouriteRole = Qt.ItemDataRole.UserRole + 3
 #: Longest side of the image put on the clipboard of a drag (full size would stall it).
 DRAG_IMAGE_MAX = 2048
+#: Pages the browser keeps read (a page is ``PAGE_SIZE`` items); older ones are read again.
+MAX_PAGES = 40
+#: Why a row has no thumbnail: its file is gone, or it cannot be decoded.
+MISSING = "missing"
+UNREADABLE = "unreadable"
+#: The date filter's choices (``period_range``); the browser adds a custom range.
+PERIODS = ("Any time", "Today", "Yesterday", "This week", "This month", "This year")
 
 _Index = QModelIndex | QPersistentModelIndex
 
 
 @dataclasses.dataclass(frozen=True)
 class GalleryFilter:
-    """What the gallery shows: words of the prompt, one model, favourites only."""
+    """What the gallery shows: words of the prompt, one model, favourites only, and the days
+    from ``since`` to ``until`` (both included; None: no bound)."""
 
     text: str = ""
     model: str | None = None
     favourites: bool = False
+    since: dt.date | None = None
+    until: dt.date | None = None
 
     def matches(self, item: GalleryItem) -> bool:
         """The same test as ``Gallery.search``, for rows added without a query."""
@@ -56,7 +77,56 @@ class GalleryFilter:
             return False
         if self.model and item.model != self.model:
             return False
-        return not (self.favourites and not item.favourite)
+        if self.favourites and not item.favourite:
+            return False
+        day = item.created_at.date()
+        return (self.since is None or day >= self.since) and (
+            self.until is None or day <= self.until
+        )
+
+    def query(self) -> dict[str, Any]:
+        """The filter as ``Gallery.search`` / ``count`` / ``day_counts`` keywords."""
+        return {
+            "text": self.text,
+            "model": self.model,
+            "favourites": self.favourites,
+            "since": self.since,
+            "until": self.until,
+        }
+
+
+def period_range(period: str, today: dt.date) -> tuple[dt.date | None, dt.date | None]:
+    """The days one of ``PERIODS`` covers, as (since, until); weeks start on Monday.
+
+    Raises ``ValueError`` for a name that is not in ``PERIODS``.
+    """
+    if period == "Any time":
+        return None, None
+    if period == "Today":
+        return today, today
+    if period == "Yesterday":
+        yesterday = today - dt.timedelta(days=1)
+        return yesterday, yesterday
+    if period == "This week":
+        return today - dt.timedelta(days=today.weekday()), today
+    if period == "This month":
+        return today.replace(day=1), today
+    if period == "This year":
+        return today.replace(month=1, day=1), today
+    raise ValueError(f"unknown period {period!r}")
+
+
+def day_label(day: dt.date, today: dt.date) -> str:
+    """A day header: "Today", "Yesterday", else e.g. "Monday 30 November 2026"."""
+    if day == today:
+        return "Today"
+    if day == today - dt.timedelta(days=1):
+        return "Yesterday"
+    return f"{day:%A} {day.day} {day:%B %Y}"
+
+
+def count_text(count: int) -> str:
+    return f"{count} image{'s' if count != 1 else ''}"
 
 
 def tooltip(item: GalleryItem) -> str:
@@ -106,9 +176,14 @@ class GalleryModel(QAbstractListModel):
         self._offset = 0
         self._pixmaps: OrderedDict[str, QPixmap] = OrderedDict()
         self._requested: set[str] = set()
-        self._failed: set[str] = set()
+        #: Paths without a thumbnail, and why (``MISSING`` or ``UNREADABLE``).
+        self._failed: dict[str, str] = {}
         self.pages_fetched = 0
         self._placeholder = self._make_placeholder()
+        self._failure_pixmaps = {
+            MISSING: placeholder_pixmap(THUMB_SIZE // 2, "Missing", "the file is gone"),
+            UNREADABLE: placeholder_pixmap(THUMB_SIZE // 2, "Unreadable", "cannot be decoded"),
+        }
         if loader is not None:
             loader.thumbnail_ready.connect(self._on_thumbnail)
             loader.thumbnail_failed.connect(self._on_failed)
@@ -130,7 +205,8 @@ class GalleryModel(QAbstractListModel):
     def reload(self) -> None:
         """Re-read the index for the current filter (first page only)."""
         if self.loader is not None:
-            self.loader.clear()
+            # Only this model's requests: the browser shares the loader.
+            self.loader.cancel(self._requested)
         self.beginResetModel()
         self._items = []
         self._paths = set()
@@ -142,15 +218,13 @@ class GalleryModel(QAbstractListModel):
         if self.gallery.closed:
             self._total = 0
         else:
-            self._total = self.gallery.count(f.text, f.model, f.favourites)
+            self._total = self.gallery.count(**f.query())
             self._append(self._read_page())
         self.endResetModel()
 
     def _read_page(self) -> list[GalleryItem]:
         f = self.filter
-        page = self.gallery.search(
-            f.text, f.model, f.favourites, limit=self.page_size, offset=self._offset
-        )
+        page = self.gallery.search(**f.query(), limit=self.page_size, offset=self._offset)
         self._offset += len(page)
         self.pages_fetched += 1
         return [item for item in page if str(item.path) not in self._paths]
@@ -269,6 +343,10 @@ class GalleryModel(QAbstractListModel):
         """The thumbnail shown for ``path``, or None while it is being made."""
         return self._pixmaps.get(str(path))
 
+    def failure(self, path: Path | str) -> str | None:
+        """Why ``path`` has no thumbnail (``MISSING``, ``UNREADABLE``), or None."""
+        return self._failed.get(str(path))
+
     # -- Qt model --------------------------------------------------------------------------
     def rowCount(self, parent: _Index = QModelIndex()) -> int:  # noqa: B008
         return 0 if parent.isValid() else len(self._items)
@@ -326,7 +404,10 @@ class GalleryModel(QAbstractListModel):
         if pixmap is not None:
             self._pixmaps.move_to_end(key)
             return pixmap
-        if self.loader is not None and key not in self._failed:
+        failure = self._failed.get(key)
+        if failure is not None:
+            return self._failure_pixmaps[failure]
+        if self.loader is not None:
             # Asked again on every paint while it is made: the loader moves it to the front.
             self.loader.request(key)
             self._requested.add(key)
@@ -346,9 +427,15 @@ class GalleryModel(QAbstractListModel):
             index = self.index(row)
             self.dataChanged.emit(index, index, [Qt.ItemDataRole.DecorationRole])
 
-    def _on_failed(self, path: str, _reason: str) -> None:
+    def _on_failed(self, path: str, reason: str) -> None:
         self._requested.discard(path)
-        self._failed.add(path)
+        if path not in self._paths:
+            return
+        self._failed[path] = failure_kind(reason)
+        row = self.row_of(path)
+        if row >= 0:
+            index = self.index(row)
+            self.dataChanged.emit(index, index, [Qt.ItemDataRole.DecorationRole])
 
     @staticmethod
     def _make_placeholder() -> QPixmap:
@@ -356,6 +443,451 @@ class GalleryModel(QAbstractListModel):
         pixmap = QPixmap(side, side)
         pixmap.fill(QColor(60, 60, 68))
         return pixmap
+
+
+@dataclasses.dataclass(frozen=True)
+class DaySection:
+    """One day of the results: ``count`` images from position ``start`` on."""
+
+    day: dt.date
+    count: int
+    start: int
+
+    @property
+    def stop(self) -> int:
+        return self.start + self.count
+
+
+class GalleryPages(QObject):
+    """A gallery's search results by position, read a page at a time and grouped by day.
+
+    The days and their counts come from one grouped query; the positions follow
+    ``Gallery.search`` (newest first), so the images of ``sections[k]`` are at
+    ``sections[k].start`` … ``stop - 1``. The last ``max_pages`` pages read stay in memory.
+
+    Two ways in, for two kinds of callers:
+
+    * the view, painting, asks with ``peek(i)`` and, for a page not in memory yet,
+      ``request(i)``: the page is read on a worker thread and ``pages_arrived`` follows, so
+      a paint never waits for the index; ``load(filter)`` reads a new filter's days and first
+      page the same way (``reset`` when they are in; ``loading`` meanwhile);
+    * actions and tests use ``item(i)`` and ``reload()``, which read at once.
+
+    Thumbnails: ``thumbnail(path)`` returns the pixmap or asks the shared loader for it
+    (the view asks for what it paints, so what is on screen comes first); ``failure(path)``
+    says when there will be none. Call ``shutdown`` before it goes.
+
+    Signals:
+        reset(): the results were read again (other rows, days or gallery): lay out anew.
+        item_changed(int): the row at this position has a new thumbnail or star.
+        pages_arrived(int, int): the rows from the first to the last position were read.
+        failed(str): a background read failed (why).
+    """
+
+    reset = Signal()
+    item_changed = Signal(int)
+    pages_arrived = Signal(int, int)
+    failed = Signal(str)
+    #: From the reader thread to this object's (GUI) thread: a callable to run here.
+    _delivered = Signal(object)
+
+    def __init__(
+        self,
+        gallery: Gallery,
+        loader: ThumbnailLoader | None = None,
+        page_size: int = PAGE_SIZE,
+        max_pages: int = MAX_PAGES,
+        read: bool = True,
+        parent: QObject | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self.gallery = gallery
+        self.loader = loader
+        self.page_size = max(1, page_size)
+        self.max_pages = max(2, max_pages)
+        self.filter = GalleryFilter()
+        #: Pixmaps kept at most; the view raises it to hold a few screens of cells.
+        self.pixmap_limit = PIXMAP_CACHE
+        #: Pages read so far (at once or in the background), for tests and the benchmark.
+        self.pages_read = 0
+        # One long-lived reader thread: starting a thread per page cost more than the page.
+        self._pool = QThreadPool(self)
+        self._pool.setMaxThreadCount(1)
+        self._delivered.connect(self._deliver)
+        self._closed = False
+        self._sections: list[DaySection] = []
+        self._starts: list[int] = []
+        self._total = 0
+        self._pages: OrderedDict[int, list[GalleryItem]] = OrderedDict()
+        #: Page numbers being read in the background.
+        self._pending: set[int] = set()
+        #: Bumped whenever the results change: background pages of older ones are dropped.
+        self._epoch = 0
+        #: The filter ``load`` is reading (None when none is on its way), and its ticket.
+        self._loading: GalleryFilter | None = None
+        self._load_ticket = 0
+        #: Position of each path on a page read (a cheap ``index_of``).
+        self._positions: dict[str, int] = {}
+        self._pixmaps: OrderedDict[str, QPixmap] = OrderedDict()
+        self._requested: set[str] = set()
+        self._failed: dict[str, str] = {}
+        if loader is not None:
+            loader.thumbnail_ready.connect(self._on_thumbnail)
+            loader.thumbnail_failed.connect(self._on_failed)
+        if read:
+            self.reload()
+
+    # -- reading ---------------------------------------------------------------------------
+    def set_gallery(self, gallery: Gallery, read: bool = True) -> None:
+        """Show another gallery (another output folder); ``read``: read it now."""
+        self.gallery = gallery
+        self._pixmaps.clear()
+        if read:
+            self.reload()
+
+    def set_filter(self, flt: GalleryFilter) -> None:
+        """Show the results of ``flt``, read at once."""
+        self.filter = flt
+        self.reload()
+
+    def reload(self) -> None:
+        """Read the days and counts again, at once; pages are read as they are asked for.
+        A ``load`` on its way is dropped."""
+        self._load_ticket += 1
+        self._loading = None
+        counts = [] if self.gallery.closed else self.gallery.day_counts(**self.filter.query())
+        self._install(counts)
+        self.reset.emit()
+
+    def load(self, flt: GalleryFilter) -> None:
+        """Read the results of ``flt`` on a worker thread (days, counts and the first page);
+        the current ones stay until ``reset`` says the new ones are in. A later ``load`` or
+        ``reload`` wins."""
+        if self._closed or self.gallery.closed:
+            self.set_filter(flt)
+            return
+        self._load_ticket += 1
+        ticket = self._load_ticket
+        self._loading = flt
+        gallery, query, size = self.gallery, flt.query(), self.page_size
+
+        def work() -> tuple[list[tuple[dt.date, int]], list[GalleryItem]]:
+            return gallery.day_counts(**query), gallery.search(**query, limit=size)
+
+        self._in_background(
+            work,
+            lambda result: self._on_loaded(ticket, gallery, flt, *result),
+            lambda exc: self._on_task_failed(ticket == self._load_ticket, exc),
+        )
+
+    def _in_background(
+        self,
+        work: Callable[[], Any],
+        on_result: Callable[[Any], None],
+        on_error: Callable[[BaseException], None],
+    ) -> None:
+        """Run ``work`` on the reader thread; its outcome is handled on this thread."""
+
+        def run() -> None:
+            if self._closed:
+                return
+            try:
+                result = work()
+            except Exception as exc:  # a closed or broken index must not kill the thread
+                self._delivered.emit(lambda error=exc: on_error(error))
+            else:
+                self._delivered.emit(lambda: on_result(result))
+
+        self._pool.start(run)
+
+    def _deliver(self, handler: Callable[[], None]) -> None:
+        if not self._closed:
+            handler()
+
+    @property
+    def loading(self) -> bool:
+        """True while a ``load`` is on its way."""
+        return self._loading is not None
+
+    @property
+    def wanted_filter(self) -> GalleryFilter:
+        """The filter being loaded, else the one shown."""
+        return self._loading if self._loading is not None else self.filter
+
+    def _on_loaded(
+        self,
+        ticket: int,
+        gallery: Gallery,
+        flt: GalleryFilter,
+        counts: list[tuple[dt.date, int]],
+        first: list[GalleryItem],
+    ) -> None:
+        if ticket != self._load_ticket or gallery is not self.gallery or self._closed:
+            return
+        self._loading = None
+        self.filter = flt
+        self._install(counts)
+        self._store(0, first)
+        self.reset.emit()
+
+    def _install(self, counts: list[tuple[dt.date, int]]) -> None:
+        """Take new results: forget every page, lay out the days."""
+        self._epoch += 1
+        self._pending.clear()
+        if self.loader is not None:
+            self.loader.cancel(self._requested)
+        self._requested.clear()
+        # A file missing before may be back (an undo, a copy by hand): look again.
+        self._failed.clear()
+        self._pages.clear()
+        self._positions.clear()
+        sections, start = [], 0
+        for day, count in counts:
+            sections.append(DaySection(day, count, start))
+            start += count
+        self._sections = sections
+        self._starts = [section.start for section in sections]
+        self._total = start
+
+    @property
+    def total(self) -> int:
+        return self._total
+
+    @property
+    def sections(self) -> list[DaySection]:
+        return self._sections
+
+    def section_of(self, position: int) -> int:
+        """The number of the section holding ``position`` (-1 when out of range)."""
+        if not 0 <= position < self._total:
+            return -1
+        return bisect.bisect_right(self._starts, position) - 1
+
+    def item(self, position: int) -> GalleryItem | None:
+        """The item at ``position``, reading its page at once when it is not in memory."""
+        if not 0 <= position < self._total or self.gallery.closed:
+            return None
+        number, offset = divmod(position, self.page_size)
+        page = self._pages.get(number)
+        if page is None:
+            page = self.gallery.search(
+                **self.filter.query(), limit=self.page_size, offset=number * self.page_size
+            )
+            self._store(number, page)
+        else:
+            self._pages.move_to_end(number)
+        return page[offset] if offset < len(page) else None
+
+    def peek(self, position: int) -> GalleryItem | None:
+        """The item at ``position`` if its page is in memory (never reads)."""
+        if position < 0:
+            return None
+        number, offset = divmod(position, self.page_size)
+        page = self._pages.get(number)
+        if page is None:
+            return None
+        self._pages.move_to_end(number)
+        return page[offset] if offset < len(page) else None
+
+    def request(self, position: int) -> None:
+        """Read the page holding ``position`` on a worker thread, unless it is in memory
+        or on its way (``pages_arrived`` follows)."""
+        if self._closed or self.gallery.closed or not 0 <= position < self._total:
+            return
+        number = position // self.page_size
+        if number in self._pages or number in self._pending:
+            return
+        self._pending.add(number)
+        epoch, gallery, query = self._epoch, self.gallery, self.filter.query()
+        offset, size = number * self.page_size, self.page_size
+
+        def work() -> list[GalleryItem]:
+            if epoch != self._epoch:
+                return []  # scrolled past and replaced before its turn came
+            return gallery.search(**query, limit=size, offset=offset)
+
+        self._in_background(
+            work,
+            lambda page: self._on_page(epoch, number, page),
+            lambda exc: self._on_task_failed(epoch == self._epoch, exc),
+        )
+
+    def _on_page(self, epoch: int, number: int, page: list[GalleryItem]) -> None:
+        if epoch != self._epoch or self._closed:
+            return  # read for results that were replaced meanwhile
+        self._pending.discard(number)
+        if number in self._pages:
+            return
+        self._store(number, page)
+        if page:
+            first = number * self.page_size
+            self.pages_arrived.emit(first, first + len(page) - 1)
+
+    def _on_task_failed(self, current: bool, exc: BaseException) -> None:
+        # A read for a gallery closed meanwhile (another output folder) is no news.
+        if current and not self.gallery.closed and not self._closed:
+            self.failed.emit(str(exc) or type(exc).__name__)
+
+    def _store(self, number: int, page: list[GalleryItem]) -> None:
+        self.pages_read += 1
+        self._pages[number] = page
+        self._pages.move_to_end(number)
+        first = number * self.page_size
+        for offset, item in enumerate(page):
+            self._positions[str(item.path)] = first + offset
+        while len(self._pages) > self.max_pages:
+            old_number, old = self._pages.popitem(last=False)
+            old_first = old_number * self.page_size
+            for offset, item in enumerate(old):
+                key = str(item.path)
+                if self._positions.get(key) == old_first + offset:
+                    del self._positions[key]
+
+    def items_at(self, positions: Iterable[int]) -> list[GalleryItem]:
+        """The items at these positions, in order (positions past the end are skipped)."""
+        items = (self.item(i) for i in sorted(set(positions)))
+        return [item for item in items if item is not None]
+
+    def paths(self, positions: Sequence[int]) -> list[Path]:
+        return [item.path for item in self.items_at(positions)]
+
+    def index_of(self, path: Path | str, hint: int = -1) -> int:
+        """The position of ``path`` (-1 when the filter leaves it out). ``hint``, where it
+        stood before, saves a query when it is still on that page."""
+        key = str(path)
+        if key in self._positions:
+            return self._positions[key]
+        if 0 <= hint < self._total:
+            self.item(hint)
+            if key in self._positions:
+                return self._positions[key]
+        if self.gallery.closed:
+            return -1
+        position = self.gallery.position(key, **self.filter.query())
+        return -1 if position is None or position >= self._total else position
+
+    # -- changes ---------------------------------------------------------------------------
+    def add_items(self, saved: Iterable[GalleryItem | Path | str]) -> int:
+        """Take in newly saved images; returns how many more rows there are (they sort
+        first, as the newest)."""
+        if self.gallery.closed:
+            return 0
+        matching = False
+        for entry in saved:
+            item = entry if isinstance(entry, GalleryItem) else self.gallery.get(entry)
+            if item is not None and self.gallery.contains(item.path) and self.filter.matches(item):
+                matching = True
+                break
+        if not matching:
+            return 0
+        before = self._total
+        self.reload()
+        return max(0, self._total - before)
+
+    def update_favourites(self, paths: Iterable[Path | str], flag: bool) -> None:
+        """Show stars changed in the index (by ``GalleryPanel.set_favourites``); a
+        favourites-only filter reads the results again when one was unmarked."""
+        if self.filter.favourites and not flag:
+            self.reload()
+            return
+        for path in paths:
+            position = self._positions.get(str(path), -1)
+            number, offset = divmod(position, self.page_size)
+            page = self._pages.get(number) if position >= 0 else None
+            if page is not None and offset < len(page):
+                page[offset] = page[offset].with_favourite(flag)
+                self.item_changed.emit(position)
+
+    # -- thumbnails ------------------------------------------------------------------------
+    def thumbnail(self, path: str) -> QPixmap | None:
+        """The thumbnail of ``path``, or None while it is made (it is asked for here)."""
+        pixmap = self._pixmaps.get(path)
+        if pixmap is not None:
+            self._pixmaps.move_to_end(path)
+            return pixmap
+        if self.loader is not None and path not in self._failed:
+            self.loader.request(path)
+            self._requested.add(path)
+        return None
+
+    def failure(self, path: Path | str) -> str | None:
+        """Why ``path`` has no thumbnail (``MISSING``, ``UNREADABLE``), or None."""
+        return self._failed.get(str(path))
+
+    def has_thumbnail(self, path: Path | str) -> bool:
+        return str(path) in self._pixmaps
+
+    def _on_thumbnail(self, path: str, image: QImage) -> None:
+        if path not in self._requested:
+            return  # another view's (the strip, the LoRA list)
+        self._requested.discard(path)
+        self._pixmaps[path] = QPixmap.fromImage(image)
+        while len(self._pixmaps) > self.pixmap_limit:
+            self._pixmaps.popitem(last=False)
+        position = self._positions.get(path, -1)
+        if position >= 0:
+            self.item_changed.emit(position)
+
+    def _on_failed(self, path: str, reason: str) -> None:
+        if path not in self._requested:
+            return
+        self._requested.discard(path)
+        self._failed[path] = failure_kind(reason)
+        position = self._positions.get(path, -1)
+        if position >= 0:
+            self.item_changed.emit(position)
+
+    # -- shutdown --------------------------------------------------------------------------
+    def shutdown(self, msecs: int = 30_000) -> bool:
+        """Stop background reads and wait for the running one; safe to call twice."""
+        self._closed = True
+        self._pool.clear()
+        return self._pool.waitForDone(msecs)
+
+
+def failure_kind(reason: str) -> str:
+    """``MISSING`` or ``UNREADABLE`` from a ``thumbnail_failed`` reason."""
+    return MISSING if reason == MISSING_REASON else UNREADABLE
+
+
+def placeholder_pixmap(side: int, title: str, detail: str = "") -> QPixmap:
+    """A grey square saying why there is no thumbnail ("Missing", "Unreadable")."""
+    pixmap = QPixmap(side, side)
+    pixmap.fill(QColor(48, 44, 50))
+    painter = QPainter(pixmap)
+    try:
+        draw_failure(painter, pixmap.rect(), title, detail)
+    finally:
+        painter.end()
+    return pixmap
+
+
+def draw_failure(painter: QPainter, rect: Any, title: str, detail: str = "") -> None:
+    """Draw a crossed frame with ``title`` (and a smaller ``detail``) inside ``rect``."""
+    painter.save()
+    painter.setPen(QColor(200, 120, 110))
+    inner = rect.adjusted(6, 6, -7, -7)
+    painter.drawRect(inner)
+    font = QFont(painter.font())
+    font.setPixelSize(max(10, min(18, rect.height() // 7)))
+    font.setBold(True)
+    painter.setFont(font)
+    centre = Qt.AlignmentFlag.AlignCenter
+    if detail and rect.height() >= 80:
+        top, bottom = (
+            inner.adjusted(0, 0, 0, -inner.height() // 2),
+            inner.adjusted(0, inner.height() // 2, 0, 0),
+        )
+        painter.drawText(top, Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignBottom, title)
+        font.setBold(False)
+        font.setPixelSize(max(9, font.pixelSize() * 2 // 3))
+        painter.setFont(font)
+        painter.setPen(QColor(190, 180, 185))
+        flags = Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignTop | Qt.TextFlag.TextWordWrap
+        painter.drawText(bottom.adjusted(2, 4, -2, 0), int(flags), detail)
+    else:
+        painter.drawText(inner, centre, title)
+    painter.restore()
 
 
 def read_image(path: Path | str, max_side: int = 0) -> QImage:

@@ -6,22 +6,28 @@ the signals (it has no knowledge of the window). Slow work (opening another fold
 index and syncing it, re-indexing restored files) runs on worker threads via
 ``desktop.ui.tasks``; the GUI thread only reads pages of the index.
 
-Other modules: ``gallery_view`` (the grid and its delegate), ``gallery_actions`` (the
-``QAction``s and what they do), ``gallery_model`` (the list model), ``delete_bin`` (delete
-with undo), ``gallery_info`` (an image's settings as text).
+The actions on images live here once, item by item (``reuse_item``, ``delete_items``,
+``set_favourites``, ``export_items`` ...): the strip's own actions call them for its
+selection, and so does the full-window browser (``gallery_browser``) for its own, so both
+end in the same signals the window connects.
+
+Other modules: ``gallery_view`` (the grids), ``gallery_actions`` (the ``QAction``s and the
+file helpers), ``gallery_model`` (the models), ``delete_bin`` (delete with undo),
+``gallery_info`` (an image's settings as text).
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QPoint, QSize, Qt, QTimer, QUrl, Signal
-from PySide6.QtGui import QDesktopServices
+from PySide6.QtGui import QAction, QDesktopServices
 from PySide6.QtWidgets import (
     QComboBox,
+    QFileDialog,
     QHBoxLayout,
     QLabel,
     QLineEdit,
@@ -37,16 +43,19 @@ from PySide6.QtWidgets import (
 from desktop.engine.gallery import Gallery, GalleryItem
 from desktop.ui.delete_bin import DeleteBin, DeletedFile
 from desktop.ui.gallery_actions import (
+    ExportResult,
     GalleryActions,
     copy_image_to_clipboard,
     copy_parameters_to_clipboard,
+    describe_os_error,
+    export_files,
     folder_url,
     reusable_request,
 )
 from desktop.ui.gallery_info import NO_SETTINGS, infotext
 from desktop.ui.gallery_model import GalleryFilter, GalleryModel
 from desktop.ui.gallery_view import GalleryGrid
-from desktop.ui.tasks import TaskRunner, stop_requested
+from desktop.ui.tasks import Task, TaskRunner, stop_requested
 from desktop.ui.thumbnails import ThumbnailLoader
 
 __all__ = ["DeleteBin", "GalleryPanel"]
@@ -65,16 +74,26 @@ class GalleryPanel(QWidget):
             whether to keep its seed (when False the request already has seed -1).
         send_to_img2img_requested(str): an image path to use as the init image.
         open_requested(str, str): an image path to show large, and its parameters text.
+        upscale_requested(str): an image path to make a larger copy of.
+        browse_requested(): the user asked for the full-window gallery.
         message(str, str): text and level ("error", "warning", "info") for the window.
         index_synced(int, int): a background sync finished (added or changed, removed);
             also after ``set_root`` switched the view and after ``undo_delete`` re-indexed.
+        images_removed(list): paths deleted (or found missing and dropped from the index).
+        images_restored(list): paths an undo brought back, once they are indexed again.
+        favourites_changed(list, bool): paths marked (True) or unmarked as favourites.
     """
 
     reuse_requested = Signal(object, bool)
     send_to_img2img_requested = Signal(str)
     open_requested = Signal(str, str)
+    upscale_requested = Signal(str)
+    browse_requested = Signal()
     message = Signal(str, str)
     index_synced = Signal(int, int)
+    images_removed = Signal(list)
+    images_restored = Signal(list)
+    favourites_changed = Signal(list, bool)
 
     def __init__(
         self,
@@ -106,6 +125,13 @@ class GalleryPanel(QWidget):
 
         self._build()
         self.gallery_actions = GalleryActions(self, self.view, parent=self)
+        self.browse_action = QAction("⛶ Browse", self)
+        self.browse_action.setObjectName("GalleryBrowseAction")
+        self.browse_action.setToolTip("Show the whole gallery in the window, by day (Ctrl+G)")
+        self.browse_action.setStatusTip(self.browse_action.toolTip())
+        self.browse_action.triggered.connect(lambda _checked=False: self.browse_requested.emit())
+        self.toolbar.addAction(self.browse_action)
+        self.toolbar.addSeparator()
         for action in self.gallery_actions.toolbar():
             self.toolbar.addAction(action)
         self.model.modelReset.connect(self._update_count)
@@ -123,7 +149,7 @@ class GalleryPanel(QWidget):
         layout.setContentsMargins(6, 6, 6, 6)
         layout.setSpacing(4)
 
-        filters = QHBoxLayout()
+        self._filters = filters = QHBoxLayout()
         self.search_edit = QLineEdit()
         self.search_edit.setObjectName("GallerySearch")
         self.search_edit.setPlaceholderText("Search prompts…")
@@ -158,11 +184,14 @@ class GalleryPanel(QWidget):
         self.params_view.setReadOnly(True)
         self.params_view.setPlaceholderText("Select an image to see its settings.")
         self.params_view.setToolTip("The settings stored in the selected image")
-        splitter = QSplitter(Qt.Orientation.Vertical)
+        # Side by side: in a strip under the canvas every pixel of height is a row of images.
+        splitter = QSplitter(Qt.Orientation.Horizontal)
+        splitter.setObjectName("GallerySplitter")
         splitter.addWidget(self.view)
         splitter.addWidget(self.params_view)
         splitter.setStretchFactor(0, 4)
         splitter.setStretchFactor(1, 1)
+        splitter.setSizes([720, 260])
         layout.addWidget(splitter, 1)
 
         self._search_timer = QTimer(self)
@@ -185,6 +214,19 @@ class GalleryPanel(QWidget):
     def context_menu(self) -> QMenu:
         """The actions on the selection, as a menu (shown on right-click)."""
         return self.gallery_actions.menu(self)
+
+    def height_for_rows(self, rows: int) -> int:
+        """The panel's height that shows ``rows`` full rows of thumbnails in the grid."""
+        layout = self.layout()
+        margins = layout.contentsMargins()
+        chrome = self._filters.sizeHint().height() + self.toolbar.sizeHint().height()
+        return (
+            margins.top()
+            + margins.bottom()
+            + 2 * layout.spacing()
+            + chrome
+            + self.view.rows_height(rows)
+        )
 
     @property
     def root(self) -> Path:
@@ -362,7 +404,7 @@ class GalleryPanel(QWidget):
     def _update_actions(self) -> None:
         self.gallery_actions.update(self.current_item() is not None, bool(self.undo_stack))
 
-    # -- actions (see gallery_actions) -----------------------------------------------------
+    # -- actions (see gallery_actions): the strip's selection -------------------------------
     def open_current(self) -> None:
         item = self.current_item()
         if item is not None:
@@ -371,7 +413,7 @@ class GalleryPanel(QWidget):
     def open_item(self, row: int) -> None:
         """Show row ``row`` large (``open_requested``) and its settings in the side view."""
         item = self.model.item(row)
-        if item is None:
+        if item is None or not self.check_exists(item):
             return
         text = infotext(item.path)
         self.params_view.setPlainText(text)
@@ -379,65 +421,156 @@ class GalleryPanel(QWidget):
 
     def reuse_current(self, keep_seed: bool) -> None:
         item = self.current_item()
-        if item is None:
-            return
+        if item is not None:
+            self.reuse_item(item, keep_seed)
+
+    def send_to_img2img(self) -> None:
+        item = self.current_item()
+        if item is not None:
+            self.send_item_to_img2img(item)
+
+    def upscale_current(self) -> None:
+        item = self.current_item()
+        if item is not None:
+            self.upscale_item(item)
+
+    def copy_image(self) -> None:
+        item = self.current_item()
+        if item is not None:
+            self.copy_item_image(item)
+
+    def copy_parameters(self) -> None:
+        item = self.current_item()
+        if item is not None:
+            self.copy_item_parameters(item)
+
+    def reveal(self) -> None:
+        item = self.current_item()
+        if item is not None:
+            self.reveal_item(item)
+
+    def toggle_favourite(self) -> None:
+        items = self.selected_items()
+        if items:
+            current = self.current_item() or items[0]
+            self.set_favourites(items, not current.favourite)
+
+    def delete_selected(self) -> list[DeletedFile]:
+        """Move the selected images away, drop them from the index and the view."""
+        return self.delete_items(self.selected_items())
+
+    def export_selected(self, folder: Path | str | None = None) -> Task | None:
+        """Copy the selected images to ``folder`` (asks for one when None)."""
+        return self.export_items(self.selected_items(), folder)
+
+    # -- actions on given images (the strip's and the browser's) -----------------------------
+    def check_exists(self, item: GalleryItem) -> bool:
+        """True when ``item``'s file is there; otherwise says so (``message``)."""
+        if item.path.is_file():
+            return True
+        self.message.emit(
+            f"{item.path.name} is missing: it was deleted or moved outside Sandstorm. "
+            "The gallery drops it at its next sync.",
+            "warning",
+        )
+        return False
+
+    def reuse_item(self, item: GalleryItem, keep_seed: bool) -> None:
         request = reusable_request(item, keep_seed)
         if request is None:
             self.message.emit(f"{item.path.name}: {NO_SETTINGS}", "warning")
             return
         self.reuse_requested.emit(request, keep_seed)
 
-    def send_to_img2img(self) -> None:
-        item = self.current_item()
-        if item is not None:
+    def send_item_to_img2img(self, item: GalleryItem) -> None:
+        if self.check_exists(item):
             self.send_to_img2img_requested.emit(str(item.path))
 
-    def copy_image(self) -> None:
-        item = self.current_item()
-        if item is not None and not copy_image_to_clipboard(item.path):
+    def upscale_item(self, item: GalleryItem) -> None:
+        if self.check_exists(item):
+            self.upscale_requested.emit(str(item.path))
+
+    def copy_item_image(self, item: GalleryItem) -> None:
+        if self.check_exists(item) and not copy_image_to_clipboard(item.path):
             self.message.emit(f"{item.path.name} could not be read.", "error")
 
-    def copy_parameters(self) -> None:
-        item = self.current_item()
-        if item is not None:
+    def copy_item_parameters(self, item: GalleryItem) -> None:
+        if self.check_exists(item):
             copy_parameters_to_clipboard(item.path)
 
-    def reveal(self) -> None:
-        item = self.current_item()
-        if item is not None:
-            self.open_url(folder_url(item.path))
+    def reveal_item(self, item: GalleryItem) -> None:
+        self.open_url(folder_url(item.path))
 
-    def toggle_favourite(self) -> None:
-        items = self.selected_items()
-        if not items:
-            return
-        current = self.current_item() or items[0]
-        flag = not current.favourite
-        for item in items:
-            self.model.set_favourite(item.path, flag)
+    def set_favourites(self, items: Sequence[GalleryItem], flag: bool) -> None:
+        """Mark or unmark ``items`` as favourites (``favourites_changed``)."""
+        changed = [str(item.path) for item in items if self.model.set_favourite(item.path, flag)]
         if self.model.filter.favourites and not flag:
             self.model.reload()
+        if changed:
+            self.favourites_changed.emit(changed, flag)
 
-    def delete_selected(self) -> list[DeletedFile]:
-        """Move the selected images away, drop them from the index and the view."""
+    def delete_items(self, items: Sequence[GalleryItem]) -> list[DeletedFile]:
+        """Move ``items`` away (undo brings them back), drop them from the index and the
+        view (``images_removed``). Files already gone only leave the index."""
         deleted: list[DeletedFile] = []
-        for item in self.selected_items():
-            try:
-                entry = self.bin.delete(item)
-            except OSError as exc:
-                self.message.emit(
-                    f"{item.path.name} could not be deleted: {exc.strerror or exc}.", "error"
-                )
-                continue
+        removed: list[str] = []
+        for item in items:
+            if item.path.is_file():
+                try:
+                    deleted.append(self.bin.delete(item))
+                except OSError as exc:
+                    self.message.emit(
+                        f"{item.path.name} could not be deleted: {describe_os_error(exc)}.",
+                        "error",
+                    )
+                    continue
             self.gallery.forget(item.path)
             self.model.remove_path(item.path)
-            deleted.append(entry)
+            removed.append(str(item.path))
         if deleted:
             self.undo_stack.append(deleted)
             count = len(deleted)
             self.message.emit(f"Deleted {count} image{'s' if count != 1 else ''}.", "info")
         self._update_actions()
+        if removed:
+            self.images_removed.emit(removed)
         return deleted
+
+    def export_items(
+        self, items: Sequence[GalleryItem], folder: Path | str | None = None
+    ) -> Task | None:
+        """Copy ``items``' files (their settings are stored in them) into ``folder`` on a
+        worker thread, never overwriting a file there; asks for the folder when None.
+        The outcome comes as a ``message``. Returns the task (None when nothing to do)."""
+        if not items or self._closed:
+            return None
+        if folder is None:
+            folder = QFileDialog.getExistingDirectory(self, "Export the images to…")
+            if not folder:
+                return None
+        target = Path(folder)
+        return self.tasks.submit(
+            export_files,
+            [item.path for item in items],
+            target,
+            name="export images",
+            on_result=self._on_exported,
+            on_error=lambda exc: self.message.emit(
+                f"The images could not be exported to {target}: "
+                f"{describe_os_error(exc) if isinstance(exc, OSError) else exc}.",
+                "error",
+            ),
+        )
+
+    def _on_exported(self, result: ExportResult) -> None:
+        count = len(result.copied)
+        text = f"Exported {count} image{'s' if count != 1 else ''} to {result.folder}."
+        if not result.failed:
+            self.message.emit(text, "info")
+            return
+        names = ", ".join(f"{path.name} ({why})" for path, why in result.failed[:3])
+        more = f" and {len(result.failed) - 3} more" if len(result.failed) > 3 else ""
+        self.message.emit(f"{text} Not exported: {names}{more}.", "warning")
 
     def undo_delete(self) -> list[Path]:
         """Bring back the images deleted last; returns the restored paths.
@@ -493,6 +626,7 @@ class GalleryPanel(QWidget):
         if row >= 0:
             self.select_row(row)
         self._update_actions()
+        self.images_restored.emit([str(path) for path in restored])
         self.index_synced.emit(count, 0)
 
     # -- shutdown --------------------------------------------------------------------------

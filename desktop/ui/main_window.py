@@ -6,6 +6,11 @@ thin: each panel reports and shows its settings by name (``values()`` / ``set_va
 ``GenerationWorker`` runs jobs on the local engine. The GUI thread never imports torch; the
 worker is started by ``start_engine`` once the window is on screen.
 
+The gallery shows as a strip under the canvas and, on Ctrl+G (View ▸ Gallery, the strip's
+Browse button), in the whole window instead of the canvas (``GalleryBrowser``): the docks
+step aside while it shows and come back as they were. The queue dock shows itself while
+there are jobs and steps aside when the queue is empty.
+
 With ComfyUI servers set up (File ▸ Settings), a picker next to the model chooses where jobs
 run: "Local", one server, or "All servers". Jobs for the servers go to ``RemoteWorker``
 (same signals, same handlers), several of them at once; the model picker lists the servers'
@@ -20,7 +25,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QByteArray, QSize, Qt, Signal
+from PySide6.QtCore import QByteArray, QSize, Qt, QTimer, Signal
 from PySide6.QtGui import (
     QAction,
     QCloseEvent,
@@ -41,6 +46,8 @@ from PySide6.QtWidgets import (
     QMainWindow,
     QProgressBar,
     QPushButton,
+    QStackedWidget,
+    QStyle,
     QVBoxLayout,
     QWidget,
 )
@@ -67,6 +74,7 @@ from desktop.ui.control_panel import ControlPanel
 from desktop.ui.download_dialog import DownloadDialog, open_download_dialog
 from desktop.ui.fields import SettingsPanel
 from desktop.ui.form import build_request, remember_values, restored_values
+from desktop.ui.gallery_browser import GalleryBrowser
 from desktop.ui.gallery_info import describe_source
 from desktop.ui.gallery_panel import GalleryPanel
 from desktop.ui.icons import icon
@@ -82,6 +90,12 @@ from desktop.ui.sampler_panel import SamplerPanel
 from desktop.ui.settings_dialog import SettingsDialog
 from desktop.ui.tasks import Task, TaskRunner
 from desktop.ui.worker import BackendFactory, GenerationWorker, JobImages
+
+#: Version of the docks' saved layout (``saveState``). 1: the gallery strip shows two rows
+#: and the queue dock steps aside while empty; an older layout is restored and then adjusted.
+LAYOUT_VERSION = 1
+#: Rows of thumbnails the gallery strip has room for in a new (or adjusted) layout.
+GALLERY_STRIP_ROWS = 2
 
 
 class MainWindow(QMainWindow):
@@ -138,6 +152,15 @@ class MainWindow(QMainWindow):
         self._shut_down = False
         self._shown_once = False
         self._queue_error: str | None = None
+        #: The docks as they were before the full-window gallery hid them (None: not shown).
+        self._layout_before_browse: QByteArray | None = None
+        #: The queue dock: opened by the user while empty (stays), closed by the user while
+        #: jobs wait (stays closed until the queue empties), or shown and hidden by the queue.
+        self._queue_pinned = False
+        self._queue_dismissed = False
+        self._arranging_docks = False
+        #: An older saved layout was restored: the strip may need its rows once shown.
+        self._grow_strip_when_shown = False
         #: Previews not drawn on the canvas (of a cancelled job, or of a job other than the
         #: most recently started one); each job counts its own too.
         self.dropped_previews = 0
@@ -163,7 +186,11 @@ class MainWindow(QMainWindow):
         self.message_bar = MessageBar()
         layout.addWidget(self.message_bar)
         self.canvas = ImageCanvas()
-        layout.addWidget(self.canvas, 1)
+        # The canvas, or the full-window gallery in its place (added with the docks).
+        self.central_stack = QStackedWidget()
+        self.central_stack.setObjectName("CentralStack")
+        self.central_stack.addWidget(self.canvas)
+        layout.addWidget(self.central_stack, 1)
 
         bar = QHBoxLayout()
         bar.setSpacing(8)
@@ -221,6 +248,11 @@ class MainWindow(QMainWindow):
         self.gallery_dock = self.add_dock(
             self.gallery_panel, "Gallery", Qt.DockWidgetArea.BottomDockWidgetArea, "GalleryDock"
         )
+        self._fit_gallery_strip()
+        self.gallery_browser = GalleryBrowser(
+            self.gallery_panel, self.settings.gallery_thumbnail_size
+        )
+        self.central_stack.addWidget(self.gallery_browser)
         # The LoRA library shares the gallery's thumbnail loader (the gallery shuts it down)
         # and sits behind the img2img panel, which stays the tab shown at first.
         self.lora_panel = LoraPanel(
@@ -260,11 +292,21 @@ class MainWindow(QMainWindow):
         self.queue_view.resume_requested.connect(self.resume_queue)
         self.queue_view.requeue_requested.connect(self.requeue_interrupted)
         self.queue_view.dismiss_requested.connect(self.dismiss_interrupted)
+        self.queue_dock.visibilityChanged.connect(self._on_queue_dock_visibility)
+        self.queue_dock.toggleViewAction().triggered.connect(self._on_queue_dock_toggled)
         g = self.gallery_panel
         self.results_saved.connect(g.add_results)
+        self.results_saved.connect(self.gallery_browser.add_results)
         self.output_dir_changed.connect(lambda folder: g.set_root(Path(folder)))
+        # Reusing an image, or sending it to img2img, from the full-window gallery goes back
+        # to the panels first (the docks come back), then fills them.
+        g.reuse_requested.connect(lambda *_args: self.show_canvas())
+        g.send_to_img2img_requested.connect(lambda _path: self.show_canvas())
         g.reuse_requested.connect(lambda request, keep: self.apply_request(request, keep))
         g.send_to_img2img_requested.connect(self.set_init_image)
+        g.browse_requested.connect(self.show_browser)
+        self.gallery_browser.close_requested.connect(self.show_canvas)
+        self.gallery_browser.thumbnail_size_changed.connect(self._remember_thumbnail_size)
         g.open_requested.connect(self.show_image)
         g.message.connect(lambda text, level: self.show_message(text, level))
 
@@ -300,6 +342,110 @@ class MainWindow(QMainWindow):
             # A strip under the canvas: keep most of the height for the image.
             self.resizeDocks([dock], [230], Qt.Orientation.Vertical)
         return dock
+
+    def _fit_gallery_strip(self) -> None:
+        """Give the gallery strip the height of ``GALLERY_STRIP_ROWS`` rows of thumbnails."""
+        dock = self.gallery_dock
+        style = dock.style()
+        title = dock.fontMetrics().height() + 2 * (
+            style.pixelMetric(QStyle.PixelMetric.PM_DockWidgetTitleMargin) + 2
+        )
+        height = self.gallery_panel.height_for_rows(GALLERY_STRIP_ROWS) + title
+        self.resizeDocks([dock], [height], Qt.Orientation.Vertical)
+
+    def _docks(self) -> list[QDockWidget]:
+        return self.findChildren(QDockWidget)
+
+    # -- the full-window gallery -------------------------------------------------------------
+    def is_browsing(self) -> bool:
+        """True while the full-window gallery shows instead of the canvas."""
+        return self.central_stack.currentWidget() is self.gallery_browser
+
+    def show_browser(self) -> None:
+        """Show the whole gallery in place of the canvas; the docks step aside."""
+        if self.is_browsing():
+            return
+        self._layout_before_browse = self.saveState(LAYOUT_VERSION)
+        self._arranging_docks = True
+        try:
+            for dock in self._docks():
+                dock.hide()
+        finally:
+            self._arranging_docks = False
+        self.central_stack.setCurrentWidget(self.gallery_browser)
+        self.browse_action.setChecked(True)
+        self.gallery_browser.grid.setFocus(Qt.FocusReason.ShortcutFocusReason)
+
+    def show_canvas(self) -> None:
+        """Back from the full-window gallery: the canvas and the docks as they were."""
+        if not self.is_browsing():
+            return
+        self.central_stack.setCurrentWidget(self.canvas)
+        state, self._layout_before_browse = self._layout_before_browse, None
+        if state is not None:
+            self._arranging_docks = True
+            try:
+                self.restoreState(state, LAYOUT_VERSION)
+            finally:
+                self._arranging_docks = False
+        self.browse_action.setChecked(False)
+        self._update_queue_dock()
+        self.canvas.setFocus(Qt.FocusReason.ShortcutFocusReason)
+
+    def toggle_browser(self) -> None:
+        if self.is_browsing():
+            self.show_canvas()
+        else:
+            self.show_browser()
+
+    def _on_escape(self) -> None:
+        """Esc: in the full-window gallery it goes back (viewer, then canvas); on the canvas
+        it cancels the running job."""
+        if self.is_browsing():
+            self.gallery_browser.back()
+        else:
+            self.cancel_current()
+
+    def _remember_thumbnail_size(self, size: int) -> None:
+        self.settings.gallery_thumbnail_size = size
+
+    # -- the queue dock ----------------------------------------------------------------------
+    def _queue_busy(self) -> bool:
+        jobs = self.jobs
+        return bool(jobs.running_jobs or jobs.pending or jobs.interrupted)
+
+    def _update_queue_dock(self) -> None:
+        """Show the queue dock while there are jobs, hide it when the queue is empty, unless
+        the user opened it (it stays) or closed it while jobs waited (it stays closed)."""
+        if self.is_browsing():
+            return
+        dock = self.queue_dock
+        busy = self._queue_busy()
+        if not busy:
+            self._queue_dismissed = False
+        if busy and dock.isHidden() and not self._queue_dismissed:
+            self._set_queue_dock_visible(True)
+        elif not busy and not dock.isHidden() and not self._queue_pinned:
+            self._set_queue_dock_visible(False)
+
+    def _set_queue_dock_visible(self, visible: bool) -> None:
+        self._arranging_docks = True
+        try:
+            self.queue_dock.setVisible(visible)
+        finally:
+            self._arranging_docks = False
+
+    def _on_queue_dock_toggled(self, checked: bool) -> None:
+        # From the View menu: the user's choice holds until the queue changes its state.
+        self._queue_pinned = checked and not self._queue_busy()
+        self._queue_dismissed = not checked and self._queue_busy()
+
+    def _on_queue_dock_visibility(self, _visible: bool) -> None:
+        if self._arranging_docks or self.is_browsing():
+            return
+        if self.queue_dock.isHidden():  # closed by its title bar's button (not tabbed away)
+            self._queue_pinned = False
+            self._queue_dismissed = self._queue_busy()
 
     def _build_actions(self) -> None:
         menu = self.menuBar()
@@ -354,6 +500,15 @@ class MainWindow(QMainWindow):
         self.view_menu.addAction(fit)
         self.view_menu.addAction(actual)
         self.view_menu.addSeparator()
+        self.browse_action = QAction("&Gallery (full window)", self)
+        self.browse_action.setObjectName("BrowseGalleryAction")
+        self.browse_action.setCheckable(True)
+        self.browse_action.setShortcut("Ctrl+G")
+        self.browse_action.setToolTip("Show the whole gallery in the window (Ctrl+G, Esc back)")
+        self.browse_action.setStatusTip(self.browse_action.toolTip())
+        self.browse_action.triggered.connect(lambda _checked=False: self.toggle_browser())
+        self.view_menu.addAction(self.browse_action)
+        self.view_menu.addSeparator()
         for dock in (
             self.prompt_dock,
             self.sampler_dock,
@@ -375,7 +530,7 @@ class MainWindow(QMainWindow):
             shortcut.activated.connect(self.generate)
         escape = QShortcut(QKeySequence(Qt.Key.Key_Escape), self)
         escape.setContext(Qt.ShortcutContext.WindowShortcut)
-        escape.activated.connect(self.cancel_current)
+        escape.activated.connect(self._on_escape)
 
     def _connect_worker(self) -> None:
         w = self.worker
@@ -417,7 +572,23 @@ class MainWindow(QMainWindow):
         else:
             self._default_geometry()
         if settings.window_state:
-            self.restoreState(QByteArray.fromBase64(settings.window_state.encode("ascii")))
+            state = QByteArray.fromBase64(settings.window_state.encode("ascii"))
+            # A layout saved before LAYOUT_VERSION is restored as it was, then the gallery
+            # strip gets its rows (the queue dock follows the queue from the first refresh).
+            if not self.restoreState(state, LAYOUT_VERSION) and self.restoreState(state, 0):
+                self._grow_strip_when_shown = True
+
+    def _grow_gallery_strip(self) -> None:
+        """Give a docked gallery strip its rows when an older layout left it lower (once
+        the window is laid out, so its height is known)."""
+        dock = self.gallery_dock
+        area = self.dockWidgetArea(dock)
+        bottom = (Qt.DockWidgetArea.BottomDockWidgetArea, Qt.DockWidgetArea.TopDockWidgetArea)
+        if dock.isHidden() or dock.isFloating() or area not in bottom:
+            return
+        view = self.gallery_panel.view
+        if view.viewport().height() < GALLERY_STRIP_ROWS * view.gridSize().height():
+            self._fit_gallery_strip()
 
     def _default_geometry(self) -> None:
         """First start: 90 % of the screen (at most 1600×1000), centred."""
@@ -498,7 +669,9 @@ class MainWindow(QMainWindow):
     def store_settings(self) -> Settings:
         """Write the panels, layout and geometry to the settings file; returns them."""
         self.settings.window_geometry = bytes(self.saveGeometry().toBase64().data()).decode()
-        self.settings.window_state = bytes(self.saveState().toBase64().data()).decode()
+        # While the full-window gallery shows, the docks are hidden: save them as they were.
+        state = self._layout_before_browse or self.saveState(LAYOUT_VERSION)
+        self.settings.window_state = bytes(state.toBase64().data()).decode()
         self._save_settings_file()
         return self.settings
 
@@ -963,6 +1136,7 @@ class MainWindow(QMainWindow):
         self.cancel_button.setEnabled(running)
         pending = len(self.jobs.pending)
         self.queue_dock.setWindowTitle(f"Queue ({pending} waiting)" if pending else "Queue")
+        self._update_queue_dock()
 
     def _on_job_started(self, job_id: str) -> None:
         job = self.jobs.mark_started(job_id)
@@ -1145,6 +1319,7 @@ class MainWindow(QMainWindow):
         stopped = self.remote.stop(timeout_ms) and stopped
         stopped = self.tasks.shutdown(timeout_ms) and stopped
         stopped = self.control_panel.shutdown(timeout_ms) and stopped
+        stopped = self.gallery_browser.shutdown(timeout_ms) and stopped
         return self.gallery_panel.shutdown(timeout_ms) and stopped
 
     def closeEvent(self, event: QCloseEvent) -> None:
@@ -1158,6 +1333,8 @@ class MainWindow(QMainWindow):
         if not self._shown_once:
             # A person who launches the app and types is typing a prompt.
             self._shown_once = True
+            if self._grow_strip_when_shown:
+                QTimer.singleShot(0, self, self._grow_gallery_strip)
             # Ask for keyboard focus too: without a window manager (or when the launcher kept
             # it) the window is not active, and window shortcuts such as Ctrl+Enter need it.
             self.activateWindow()

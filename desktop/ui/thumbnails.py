@@ -17,6 +17,7 @@ import threading
 import uuid
 import warnings
 from collections import OrderedDict
+from collections.abc import Iterable
 from pathlib import Path
 
 from PIL import Image, ImageOps, features
@@ -27,6 +28,9 @@ from desktop.engine import paths
 from desktop.ui.qimage import pil_to_qimage
 
 THUMB_SIZE = 256
+#: The ``thumbnail_failed`` reason of a file that no longer exists (deleted or moved away
+#: while still in the index); the views draw a "missing" placeholder for it.
+MISSING_REASON = "The file is missing."
 #: Requests kept waiting at most; older ones (scrolled past) are dropped first.
 MAX_PENDING = 512
 _SUFFIX = ".webp" if features.check("webp") else ".png"
@@ -162,6 +166,12 @@ class ThumbnailLoader(QObject):
         with self._lock:
             self._pending.clear()
 
+    def cancel(self, paths: Iterable[str]) -> None:
+        """Forget these waiting requests only: a view sharing the loader keeps its own."""
+        with self._lock:
+            for path in paths:
+                self._pending.pop(path, None)
+
     def wait(self, msecs: int = 30_000) -> bool:
         """Block until running work is done; True when the pool is idle."""
         return self.pool.waitForDone(msecs)
@@ -190,6 +200,8 @@ class ThumbnailLoader(QObject):
         try:
             self.worker_threads.add(threading.get_ident())
             image, made = load_thumbnail(path, self.size)
+        except FileNotFoundError:
+            self.thumbnail_failed.emit(path, MISSING_REASON)
         except Exception as exc:  # a damaged or vanished file must not kill the pool thread
             self.thumbnail_failed.emit(path, str(exc) or type(exc).__name__)
         else:

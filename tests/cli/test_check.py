@@ -56,10 +56,21 @@ def test_healthy_install_reports_everything_and_exits_zero(
 
     assert check.run_check() == 0
     out = capsys.readouterr().out
+    import importlib.metadata
+    import sys
+
     import torch
 
     assert "Sandstorm:    0." in out
-    assert f"torch:        {torch.__version__}" in out
+    # The distribution's version (PyPI's CUDA wheel says 2.14.1 where torch.__version__ says
+    # 2.14.1+cu130) and the build it is, read here from torch itself.
+    if torch.version.cuda:
+        build = f"CUDA {torch.version.cuda}"
+    elif sys.platform == "darwin":
+        build = "default (Metal/MPS)"
+    else:
+        build = "CPU"
+    assert f"torch:        {importlib.metadata.version('torch')} ({build} build)\n" in out
     assert "Device:       cpu" in out or "Device:       cuda" in out or "Device:       mps" in out
     for package in ("diffusers:", "transformers:", "PySide6:", "pyyaml:"):
         assert package in out

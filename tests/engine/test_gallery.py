@@ -369,6 +369,34 @@ def test_search_pages_newest_first(gallery: Gallery, filled) -> None:
     assert gallery.count() == 5
 
 
+def test_day_counts_follow_the_search_order(gallery: Gallery, filled) -> None:
+    days = gallery.day_counts()
+    assert [count for _day, count in days] == [1, 1, 1, 1, 1]
+    assert [day for day, _count in days] == [i.created_at.date() for i in reversed(filled)]
+    # A second image on the newest day joins its count; filters apply as in search.
+    newest = filled[-1]
+    extra = gallery.save(_image(), _request("another fox", seed=9))
+    with gallery._lock:
+        gallery._conn.execute(
+            "UPDATE images SET created = ? WHERE path = ?", (newest.created - 1, str(extra.path))
+        )
+        gallery._conn.commit()
+    assert gallery.day_counts()[0] == (newest.created_at.date(), 2)
+    assert sum(count for _day, count in gallery.day_counts("fox")) == gallery.count("fox") == 4
+    assert gallery.day_counts(model="nothing") == []
+
+
+def test_position_is_the_rank_in_search_order(gallery: Gallery, filled) -> None:
+    everything = gallery.search()
+    assert [gallery.position(item.path) for item in everything] == [0, 1, 2, 3, 4]
+    fox = gallery.search("fox")
+    assert [gallery.position(item.path, "fox") for item in fox] == [0, 1, 2]
+    assert gallery.position(filled[2].path, "fox") is None  # the panda is filtered out
+    assert gallery.position(gallery.root / "missing.png") is None
+    assert gallery.paths() == [str(item.path) for item in everything]
+    assert gallery.paths("fox", limit=2, offset=1) == [str(item.path) for item in fox[1:3]]
+
+
 def test_forget_removes_only_the_index_row(gallery: Gallery, filled) -> None:
     target = filled[0].path
     assert gallery.forget(target)

@@ -2,13 +2,17 @@
 
 Everything happens under ``tmp_path``: HOME and the XDG folders point there, so the real home
 folder and applications menu are never touched. pip's cache is shared with the real one so a
-second run installs from it instead of downloading again. torch comes from the machine's local
-CPU wheel (the installer pins it), which keeps the install to a minute or two.
+second run installs from it instead of downloading again. torch and torchvision are the pair that
+installer/constraints.txt pins: the CPU build where pip can get one, otherwise (no CPU
+torchvision on pip's indexes and PyTorch's CPU index out of reach, as on an offline machine)
+the default build from pip's indexes, which on Linux is the CUDA one (several GB; the install
+then takes several minutes).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -20,6 +24,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 INSTALLER = REPO / "installer" / "install.sh"
 INSTALL_TIMEOUT = 900
+CONSTRAINTS = REPO / "installer" / "constraints.txt"
 
 pytestmark = [
     pytest.mark.slow,
@@ -78,6 +83,13 @@ class Install:
         return [Path(line.split(" ", 1)[1]) for line in lines if line.strip()]
 
 
+def _pinned(dist: str) -> str:
+    text = CONSTRAINTS.read_text(encoding="utf-8")
+    found = re.findall(rf"^\s*{dist}\s*==\s*([0-9][0-9A-Za-z.]*)\s*$", text, re.MULTILINE)
+    assert len(found) == 1, f"expected one {dist}==VERSION line in {CONSTRAINTS}"
+    return found[0]
+
+
 def _files(root: Path) -> set[Path]:
     return {p for p in root.rglob("*")} if root.exists() else set()
 
@@ -106,14 +118,24 @@ def test_install_creates_venv_launcher_icon_and_manifest(install: Install):
         created = {p for p in _files(install.data_home / folder) if p.is_file()}
         created.discard(install.data_home / "applications" / "other-app.desktop")
         assert created <= recorded
-    # The torch build is the pinned CPU one (an unpinned torch would be the CUDA build).
-    torch_version = subprocess.run(
-        [str(install.prefix / "venv/bin/python"), "-c", "import torch; print(torch.__version__)"],
+    # torch and torchvision are the pinned pair, of one build: torchvision imports (one built
+    # for another torch, or CUDA beside a CPU torch, fails with "operator torchvision::nms
+    # does not exist") and so does spandrel, which needs it.
+    probe = subprocess.run(
+        [
+            str(install.prefix / "venv/bin/python"),
+            "-c",
+            "import torch, torchvision, spandrel\n"
+            "print(torch.__version__, torchvision.__version__)",
+        ],
         capture_output=True,
         text=True,
-        check=True,
-    ).stdout.strip()
-    assert torch_version.startswith("2.13.0"), torch_version
+        check=False,
+    )
+    assert probe.returncode == 0, probe.stdout + probe.stderr
+    torch_version, torchvision_version = probe.stdout.split()
+    assert torch_version.split("+")[0] == _pinned("torch"), torch_version
+    assert torchvision_version.split("+")[0] == _pinned("torchvision"), torchvision_version
     assert "==> Installing Sandstorm" in install.first_output
 
 

@@ -466,3 +466,40 @@ def test_panel_needs_no_window(qtbot, gallery):
         assert _rows(widget) == ["standalone"]
     finally:
         widget.shutdown()
+
+
+def test_upscale_and_export_actions_of_the_strip(qtbot, panel, gallery, tmp_path):
+    item = _save(gallery, "make me bigger", 8)
+    panel.model.reload()
+    _select(panel, 0)
+    assert panel.gallery_actions.upscale in panel.toolbar.actions()
+    assert "Upscale…" in [a.text() for a in panel.context_menu().actions()]
+    with qtbot.waitSignal(panel.upscale_requested, timeout=WAIT) as asked:
+        panel.gallery_actions.upscale.trigger()
+    assert asked.args == [str(item.path)]
+    with qtbot.waitSignal(panel.message, timeout=WAIT) as said:
+        panel.export_selected(tmp_path / "copies")
+    assert said.args[1] == "info" and (tmp_path / "copies" / item.path.name).is_file()
+    with qtbot.waitSignal(panel.browse_requested, timeout=WAIT):
+        panel.browse_action.trigger()
+
+
+def test_missing_file_in_the_strip_shows_a_placeholder_and_open_says_so(qtbot, panel, gallery):
+    item = _save(gallery, "deleted by hand", 4)
+    item.path.unlink()
+    panel.model.reload()
+    index = panel.model.index(0)
+    placeholder = panel.model.data(index, Qt.ItemDataRole.DecorationRole)
+    qtbot.waitUntil(lambda: panel.model.failure(item.path) == "missing", timeout=WAIT)
+    missing = panel.model.data(index, Qt.ItemDataRole.DecorationRole)
+    assert missing.cacheKey() != placeholder.cacheKey()  # a "Missing" square, not the grey one
+    opened = []
+    panel.open_requested.connect(lambda *args: opened.append(args))
+    with qtbot.waitSignal(panel.message, timeout=WAIT) as said:
+        panel.open_item(0)
+    assert "missing" in said.args[0] and not opened
+
+
+def test_strip_height_for_two_rows(panel):
+    assert panel.height_for_rows(2) >= 2 * panel.view.gridSize().height()
+    assert panel.height_for_rows(2) - panel.height_for_rows(1) == panel.view.gridSize().height()

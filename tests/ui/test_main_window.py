@@ -431,3 +431,146 @@ def test_typing_after_launch_lands_in_the_prompt_and_space_never_generates(qtbot
     QTest.keyClick(window.generate_button, Qt.Key.Key_Return)
     assert len(queued) == 4
     window.cancel_all()
+
+
+# -- layout and the full-window gallery (no engine started) ----------------------------------
+
+
+@pytest.fixture
+def idle_window(qtbot, tiny_settings):
+    """A shown window whose worker is never started (nothing loads a model)."""
+    win = MainWindow()
+    qtbot.addWidget(win)
+    win.show()
+    qtbot.waitExposed(win)
+    yield win
+    win.shutdown()
+
+
+def _strip_rows(win: MainWindow) -> float:
+    view = win.gallery_panel.view
+    return view.viewport().height() / view.gridSize().height()
+
+
+def test_default_layout_gives_the_gallery_strip_two_rows(qtbot, idle_window):
+    assert not idle_window.gallery_dock.isHidden()
+    qtbot.waitUntil(lambda: _strip_rows(idle_window) >= 2, timeout=5_000)
+    # The canvas keeps the rest.
+    assert idle_window.canvas.height() > 100
+
+
+def test_queue_dock_shows_only_while_there_are_jobs(qtbot, idle_window):
+    win = idle_window
+    assert win.queue_dock.isHidden()  # empty queue: no room taken
+    win.jobs.pause()  # nothing is handed to the (never started) worker
+    job = win.generate()
+    assert job is not None and win.queue_dock.isVisible()
+    assert win.queue_view.job_ids() == [job.job_id]
+    win.remove_job(job.job_id)
+    assert win.queue_dock.isHidden()
+    # Opened from the View menu while empty, it stays open.
+    win.queue_dock.toggleViewAction().trigger()
+    assert win.queue_dock.isVisible()
+    win.cancel_all()  # the queue refreshes, still empty
+    assert win.queue_dock.isVisible()
+    assert not win.worker.isRunning()
+
+
+def test_ctrl_g_shows_the_full_window_gallery_and_esc_returns(qtbot, idle_window):
+    win = idle_window
+    visible = [d.objectName() for d in win.findChildren(type(win.gallery_dock)) if d.isVisible()]
+    assert "GalleryDock" in visible and "PromptDock" in visible
+    QTest.keyClick(win.prompt_panel.prompt_edit, Qt.Key.Key_G, Qt.KeyboardModifier.ControlModifier)
+    assert win.is_browsing() and win.gallery_browser.isVisible()
+    assert win.browse_action.isChecked()
+    assert not any(d.isVisible() for d in win.findChildren(type(win.gallery_dock)))
+    QTest.keyClick(win.gallery_browser.grid, Qt.Key.Key_Escape)
+    assert not win.is_browsing() and win.canvas.isVisible()
+    assert [
+        d.objectName() for d in win.findChildren(type(win.gallery_dock)) if d.isVisible()
+    ] == visible
+    # The View menu and the strip's Browse button do the same; Ctrl+G toggles back.
+    assert win.browse_action in win.view_menu.actions()
+    win.browse_action.trigger()
+    assert win.is_browsing()
+    QTest.keyClick(win.gallery_browser.grid, Qt.Key.Key_G, Qt.KeyboardModifier.ControlModifier)
+    assert not win.is_browsing()
+    win.gallery_panel.browse_action.trigger()
+    assert win.is_browsing()
+    win.show_canvas()
+
+
+def test_viewer_in_the_window_esc_goes_back_step_by_step(qtbot, idle_window, tiny_settings):
+    from PIL import Image
+
+    from desktop.engine.request import GenerationRequest
+
+    win = idle_window
+    gallery = win.gallery_panel.gallery
+    saved = [
+        gallery.save(
+            Image.new("RGB", (32, 32), (40 * i, 80, 120)),
+            GenerationRequest(prompt=f"p{i}", seed=i + 1),
+        )
+        for i in range(3)
+    ]
+    win.results_saved.emit(saved)
+    win.show_browser()
+    browser = win.gallery_browser
+    assert browser.pages.total == 3
+    browser.grid.set_current(0)
+    QTest.keyClick(browser.grid, Qt.Key.Key_Return)
+    assert browser.is_viewing()
+    QTest.keyClick(browser.viewer, Qt.Key.Key_Escape)  # the viewer first
+    assert win.is_browsing() and not browser.is_viewing()
+    QTest.keyClick(browser.grid, Qt.Key.Key_Escape)  # then the canvas
+    assert not win.is_browsing()
+    # "To img2img" from the browser comes back to the panels with the image loaded.
+    win.show_browser()
+    browser.grid.set_current(1)
+    browser.gallery_actions.img2img.trigger()
+    assert not win.is_browsing() and win.img2img_dock.isVisible()
+    assert win.img2img_panel.init_image() == str(saved[1].path)
+
+
+def test_layout_and_thumbnail_size_survive_a_restart_while_browsing(qtbot, tiny_settings):
+    first = MainWindow()
+    qtbot.addWidget(first)
+    first.show()
+    first.show_browser()
+    first.gallery_browser.set_thumbnail_size(96)
+    first.close()  # closed while browsing: the docks are saved as they were
+    saved = load_settings()
+    assert saved.gallery_thumbnail_size == 96
+
+    second = MainWindow()
+    qtbot.addWidget(second)
+    second.show()
+    assert not second.is_browsing()
+    assert second.gallery_browser.thumbnail_size == 96
+    assert not second.gallery_dock.isHidden() and not second.prompt_dock.isHidden()
+    second.close()
+
+
+def test_an_older_saved_layout_is_kept_and_the_strip_gets_its_rows(qtbot, tiny_settings):
+    from desktop.engine.settings import save_settings
+
+    first = MainWindow()
+    qtbot.addWidget(first)
+    first.show()
+    first.resizeDocks([first.gallery_dock], [120], Qt.Orientation.Vertical)
+    qtbot.waitUntil(lambda: _strip_rows(first) < 1, timeout=5_000)
+    first.queue_dock.show()
+    # A layout saved by an earlier version (saveState without a version number).
+    settings = first.settings
+    settings.window_state = bytes(first.saveState().toBase64().data()).decode()
+    first.shutdown()
+    save_settings(settings)
+
+    second = MainWindow()
+    qtbot.addWidget(second)
+    second.show()
+    qtbot.waitUntil(lambda: _strip_rows(second) >= 2, timeout=5_000)
+    assert second.queue_dock.isHidden()  # empty queue
+    assert not second.prompt_dock.isHidden()
+    second.shutdown()
