@@ -726,6 +726,11 @@ class MainWindow(QMainWindow):
         server backend, ask the servers again too (the picker follows their answer)."""
         self._token_counters.clear()  # embeddings may have come or gone
         self.models = scan(checkpoint_search_folders(self.settings.extra_model_folders))
+        from desktop.engine.upscalers import list_upscalers
+
+        self.sampler_panel.set_upscalers(
+            [u.name for u in list_upscalers(self.settings.extra_model_folders) if u.path]
+        )
         self.control_panel.refresh_models()
         self.reference_panel.refresh_models()
         if self._uses_servers():
