@@ -106,31 +106,27 @@ def _unsupported() -> list[str]:
     return sorted(p for p in PARTS if labels[p] not in SUPPORTED_PARTS)
 
 
-@pytest.mark.parametrize("part", _unsupported())
-def test_engine_refuses_each_part_before_any_work(part):
-    from desktop.engine.generate import check_supported
+def test_check_supported_refuses_a_part_the_engine_does_not_list(monkeypatch):
+    from desktop.engine import generate
 
-    extra = {"init_image": "/tmp/init.png"} if part in ("mask", "expand") else {}
-    request = GenerationRequest(prompt="p", **{part: PARTS[part]}, **extra)
-    with pytest.raises(RequestError, match="not supported yet"):
-        check_supported(request)
-    check_supported(GenerationRequest(prompt="p"))  # a plain request passes
+    monkeypatch.setattr(generate, "SUPPORTED_PARTS", frozenset({"LoRAs"}))
+    request = GenerationRequest(prompt="p", hires=PARTS["hires"])
+    with pytest.raises(RequestError, match=r"^Hires fix is not supported yet"):
+        generate.check_supported(request)
+    generate.check_supported(GenerationRequest(prompt="p", loras=PARTS["loras"]))
 
 
-def test_engine_generate_refuses_unsupported_parts_without_loading(tmp_path):
+def test_engine_refuses_hires_on_an_init_image_without_loading(tmp_path):
     from desktop.engine.generate import Engine
 
     engine = Engine(device="cpu", model_folders=[tmp_path])
     request = GenerationRequest(
         prompt="p", model=str(tmp_path / "missing"), **PARTS, init_image="/i"
     )
-    with pytest.raises(RequestError, match=r"^Hires fix is not supported yet"):
+    with pytest.raises(RequestError, match=r"^Hires fix works on text to image"):
         engine.generate(request)
     assert engine.loads == 0
 
 
-def test_only_the_hires_fix_is_still_unsupported():
-    from desktop.engine.generate import SUPPORTED_PARTS
-
-    assert "Reference images" in SUPPORTED_PARTS
-    assert _unsupported() == ["hires"]
+def test_every_request_part_is_supported():
+    assert _unsupported() == []
