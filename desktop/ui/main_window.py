@@ -89,6 +89,7 @@ from desktop.ui.remote_worker import RemoteWorker
 from desktop.ui.sampler_panel import SamplerPanel
 from desktop.ui.settings_dialog import SettingsDialog
 from desktop.ui.tasks import Task, TaskRunner
+from desktop.ui.upscale_dialog import ImageUpscaler, UpscaleDialog
 from desktop.ui.worker import BackendFactory, GenerationWorker, JobImages
 
 #: Version of the docks' saved layout (``saveState``). 1: the gallery strip shows two rows
@@ -309,6 +310,23 @@ class MainWindow(QMainWindow):
         self.gallery_browser.thumbnail_size_changed.connect(self._remember_thumbnail_size)
         g.open_requested.connect(self.show_image)
         g.message.connect(lambda text, level: self.show_message(text, level))
+        # "Upscale" on a gallery image (strip, full-window gallery or viewer).
+        self.image_upscaler = ImageUpscaler(
+            device=lambda: self.settings.device,
+            extra_sources=lambda: self.settings.extra_model_folders,
+            parent=self,
+        )
+        #: The upscaler and scale chosen last, offered first next time.
+        self._upscale_choice: tuple[str, float] = ("", 2.0)
+        self._upscale_text = ""
+        self.upscale_dialog: UpscaleDialog | None = None
+        g.upscale_requested.connect(self.ask_upscale)
+        u = self.image_upscaler
+        u.started.connect(self._on_upscale_started)
+        u.progress.connect(self._on_upscale_progress)
+        u.finished.connect(self._on_upscaled)
+        u.failed.connect(lambda _source, text: self.show_message(text, "error"))
+        u.cancelled.connect(self._on_upscale_cancelled)
 
     @property
     def panels(self) -> tuple[SettingsPanel, ...]:
@@ -665,6 +683,75 @@ class MainWindow(QMainWindow):
         self.canvas.setToolTip(infotext or Path(path).name)
         self.statusBar().showMessage(Path(path).name, 5000)
         return True
+
+    # -- upscaling gallery images ----------------------------------------------------------
+    def ask_upscale(self, path: str) -> UpscaleDialog | None:
+        """Ask how to upscale the image at ``path`` (non-modal; the answer queues it)."""
+        from PIL import Image
+
+        from desktop.engine.upscalers import list_upscalers
+
+        source = Path(path)
+        try:
+            with Image.open(source) as image:  # reads the header only
+                size = image.size
+        except FileNotFoundError:
+            self.show_message(f"{source.name} is gone (deleted or moved); nothing to upscale.")
+            return None
+        except OSError as exc:
+            self.show_message(f"{source.name} cannot be read as an image: {exc}")
+            return None
+        names = [u.name for u in list_upscalers(self.settings.extra_model_folders)]
+        upscaler, scale = self._upscale_choice
+        dialog = UpscaleDialog(source.name, size, names, upscaler, scale, parent=self)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.accepted.connect(lambda: self.upscale_image(path, dialog.upscaler(), dialog.scale()))
+        dialog.finished.connect(lambda _result: setattr(self, "upscale_dialog", None))
+        self.upscale_dialog = dialog
+        dialog.open()
+        return dialog
+
+    def upscale_image(self, path: str, upscaler: str, scale: float) -> None:
+        """Queue an upscale of ``path``; the copy is saved beside it when it is in the gallery
+        shown now, else into that gallery's folder."""
+        self._upscale_choice = (upscaler, scale)
+        root = self.gallery_panel.gallery.root
+        folder = Path(path).parent
+        if not folder.resolve().is_relative_to(root):
+            folder = root
+        self.image_upscaler.upscale(path, upscaler, scale, folder)
+
+    def _on_upscale_started(self, source: str) -> None:
+        self._upscale_text = f"Upscaling {Path(source).name}…"
+        self.show_message(self._upscale_text, "info", action=("Cancel", self._cancel_upscale))
+
+    def _dismiss_upscale_message(self) -> None:
+        # Only the upscale's own message: another one (an error) stays.
+        if self.message_bar.isVisible() and self.message_bar.label.text() == self._upscale_text:
+            self.message_bar.dismiss()
+
+    def _cancel_upscale(self) -> None:
+        self.image_upscaler.cancel()
+        self._dismiss_upscale_message()
+
+    def _on_upscale_cancelled(self, source: str) -> None:
+        self._dismiss_upscale_message()
+        self.statusBar().showMessage(f"Upscaling {Path(source).name} was cancelled.", 5000)
+
+    def _on_upscale_progress(self, source: str, done: int, total: int) -> None:
+        self.statusBar().showMessage(f"Upscaling {Path(source).name}: tile {done} of {total}")
+
+    def _on_upscaled(self, source: str, saved: str) -> None:
+        self._dismiss_upscale_message()
+        try:
+            items = self.gallery_panel.gallery.index_files([saved])
+        except SandstormError:  # the gallery shown changed meanwhile; its sync finds it
+            items = []
+        self.statusBar().showMessage(
+            f"Saved {Path(saved).name}, upscaled from {Path(source).name}.", 8000
+        )
+        if items:
+            self.results_saved.emit(items)
 
     def store_settings(self) -> Settings:
         """Write the panels, layout and geometry to the settings file; returns them."""
@@ -1323,6 +1410,7 @@ class MainWindow(QMainWindow):
         stopped = self.worker.stop(timeout_ms)
         stopped = self.remote.stop(timeout_ms) and stopped
         stopped = self.tasks.shutdown(timeout_ms) and stopped
+        stopped = self.image_upscaler.shutdown(timeout_ms) and stopped
         stopped = self.control_panel.shutdown(timeout_ms) and stopped
         stopped = self.gallery_browser.shutdown(timeout_ms) and stopped
         return self.gallery_panel.shutdown(timeout_ms) and stopped

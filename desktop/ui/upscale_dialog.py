@@ -180,6 +180,7 @@ class ImageUpscaler(QObject):
         self, job: UpscaleJob, cancel: threading.Event, device: str, sources: list[Path | str]
     ) -> Path:
         from desktop.engine import upscalers
+        from desktop.engine.devices import resolve_device
 
         try:
             with Image.open(job.source) as opened:
@@ -192,6 +193,8 @@ class ImageUpscaler(QObject):
         except OSError as exc:
             raise SandstormError(f"{job.source.name} cannot be read as an image: {exc}") from exc
         info = upscalers.find_upscaler(job.upscaler, sources)
+        if info.path is not None:
+            device = resolve_device(device)
         if info.path is None:
             model = upscalers.load_upscaler(info, device)
         elif self._loaded is not None and self._loaded[:2] == (info.path, device):
