@@ -18,7 +18,8 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import datetime as dt
-from collections import OrderedDict
+import time
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from PySide6.QtCore import (
     QSize,
     Qt,
     QThreadPool,
+    QTimer,
     QUrl,
     Signal,
 )
@@ -43,6 +45,9 @@ from desktop.ui.thumbnails import MISSING_REASON, THUMB_SIZE, ThumbnailLoader
 PAGE_SIZE = 200
 #: Pixmaps kept in memory (about 64 MB at 256 px); the disk cache holds the rest.
 PIXMAP_CACHE = 1000
+#: Longest the browser spends turning arrived thumbnails into pixmaps in one turn of the
+#: event loop (the rest wait for the next turn).
+ARRIVAL_BUDGET_S = 0.004
 ItemRole = Qt.ItemDataRole.UserRole + 1
 PathRole = Qt.ItemDataRole.UserRole + 2
 FavouriteRole = Qt.ItemDataRole.UserRole + 3
@@ -531,6 +536,12 @@ class GalleryPages(QObject):
         self._pixmaps: OrderedDict[str, QPixmap] = OrderedDict()
         self._requested: set[str] = set()
         self._failed: dict[str, str] = {}
+        #: Thumbnails delivered and not yet turned into pixmaps (``_take_arrivals``).
+        self._arrived: deque[tuple[str, QImage]] = deque()
+        self._take_arrived = QTimer(self)
+        self._take_arrived.setSingleShot(True)
+        self._take_arrived.setInterval(0)
+        self._take_arrived.timeout.connect(self._take_arrivals)
         if loader is not None:
             loader.thumbnail_ready.connect(self._on_thumbnail)
             loader.thumbnail_failed.connect(self._on_failed)
@@ -820,13 +831,29 @@ class GalleryPages(QObject):
     def _on_thumbnail(self, path: str, image: QImage) -> None:
         if path not in self._requested:
             return  # another view's (the strip, the LoRA list)
-        self._requested.discard(path)
-        self._pixmaps[path] = QPixmap.fromImage(image)
-        while len(self._pixmaps) > self.pixmap_limit:
-            self._pixmaps.popitem(last=False)
-        position = self._positions.get(path, -1)
-        if position >= 0:
-            self.item_changed.emit(position)
+        # Thumbnails from the disk cache arrive in bursts of dozens: take them in slices of
+        # at most ARRIVAL_BUDGET_S, so a burst never holds the GUI thread while scrolling.
+        self._arrived.append((path, image))
+        if not self._take_arrived.isActive():
+            self._take_arrived.start()
+
+    def _take_arrivals(self) -> None:
+        deadline = time.perf_counter() + ARRIVAL_BUDGET_S
+        while self._arrived:
+            path, image = self._arrived.popleft()
+            if path not in self._requested:
+                continue
+            self._requested.discard(path)
+            self._pixmaps[path] = QPixmap.fromImage(image)
+            while len(self._pixmaps) > self.pixmap_limit:
+                self._pixmaps.popitem(last=False)
+            position = self._positions.get(path, -1)
+            if position >= 0:
+                self.item_changed.emit(position)
+            if time.perf_counter() > deadline:
+                break
+        if self._arrived:
+            self._take_arrived.start()
 
     def _on_failed(self, path: str, reason: str) -> None:
         if path not in self._requested:
@@ -841,6 +868,8 @@ class GalleryPages(QObject):
     def shutdown(self, msecs: int = 30_000) -> bool:
         """Stop background reads and wait for the running one; safe to call twice."""
         self._closed = True
+        self._take_arrived.stop()
+        self._arrived.clear()
         self._pool.clear()
         return self._pool.waitForDone(msecs)
 

@@ -617,8 +617,10 @@ class BrowserGrid(QAbstractScrollArea):
         target = QSize(pixmap.size()).scaled(inner.size(), Qt.AspectRatioMode.KeepAspectRatio)
         x = inner.x() + (inner.width() - target.width()) // 2
         y = inner.y() + (inner.height() - target.height()) // 2
+        # While the size slider moves, a plain (nearest) scaling keeps each frame cheap; the
+        # smooth one follows when it settles (or in the next frames, within their budget).
         painter.save()
-        painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform)
+        painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, deadline > 0.0)
         painter.drawPixmap(QRect(QPoint(x, y), target), pixmap)
         painter.restore()
         return True
