@@ -49,6 +49,7 @@ def run_gui(argv: list[str]) -> int:
     from PySide6.QtWidgets import QApplication
 
     from desktop.engine import paths
+    from desktop.ui.collector import IdleCollector
     from desktop.ui.main_window import MainWindow
     from desktop.ui.theme import apply_theme
 
@@ -112,6 +113,10 @@ def run_gui(argv: list[str]) -> int:
     # Quitting by other routes than the close button (session end, Ctrl+Q) still saves the
     # layout and stops the worker: close() runs the same path as the close button.
     app.aboutToQuit.connect(window.close)
+    # Garbage collection from the event loop, never in the middle of a scroll.
+    collector = IdleCollector(parent=app)
+    app.aboutToQuit.connect(collector.stop)
+    QTimer.singleShot(500, collector.start)  # after the first paint
     QTimer.singleShot(0, window.start_engine)
     if screenshot:
         _schedule_screenshot(window, Path(screenshot), app)

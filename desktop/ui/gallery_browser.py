@@ -44,6 +44,7 @@ from PySide6.QtWidgets import (
 )
 
 from desktop.engine.gallery import GalleryItem
+from desktop.ui.collector import note_activity
 from desktop.ui.gallery_actions import GalleryActions
 from desktop.ui.gallery_info import infotext
 from desktop.ui.gallery_model import PERIODS, GalleryFilter, GalleryPages, count_text, period_range
@@ -224,6 +225,8 @@ class GalleryBrowser(QWidget):
         self.back_button.clicked.connect(self.close_requested.emit)
         self._search_timer.timeout.connect(self.apply_filter)
         self.search_edit.textChanged.connect(self._search_timer.start)
+        # Typing a search, like scrolling, puts a full garbage collection off.
+        self.search_edit.textChanged.connect(lambda _text: note_activity())
         self.model_combo.currentIndexChanged.connect(lambda _i: self.apply_filter())
         self.period_combo.currentIndexChanged.connect(lambda _i: self._on_period())
         self.since_edit.dateChanged.connect(lambda _d: self.apply_filter())

@@ -61,6 +61,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from desktop.ui.collector import note_activity
 from desktop.ui.gallery_model import (
     MISSING,
     DaySection,
@@ -385,6 +386,7 @@ class BrowserGrid(QAbstractScrollArea):
             offset = self.grid_layout.cell_rect(anchor).top() - self._top()
         self._size = size
         self._scaled.clear()
+        note_activity()
         self._resizing.start()
         self._relayout()
         if anchor >= 0:
@@ -642,6 +644,7 @@ class BrowserGrid(QAbstractScrollArea):
     # -- scrolling and size ----------------------------------------------------------------
     def scrollContentsBy(self, dx: int, dy: int) -> None:
         # Moves the pixels already drawn; only the strip scrolled in is painted anew.
+        note_activity()
         self.viewport().scroll(dx, dy)
 
     def resizeEvent(self, event: QResizeEvent) -> None:

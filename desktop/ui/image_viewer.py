@@ -63,6 +63,7 @@ from PySide6.QtWidgets import (
 )
 
 from desktop.engine.metadata import parse_parameters
+from desktop.ui.collector import note_activity
 from desktop.ui.gallery_info import infotext
 from desktop.ui.tasks import Task, TaskRunner, stop_requested
 
@@ -616,6 +617,7 @@ class ImagePane(QWidget):
         if not steps or self._loaded is None:
             event.ignore()
             return
+        note_activity()
         self.zoom_by(ZOOM_STEP**steps, event.position())
         event.accept()
 
@@ -633,6 +635,7 @@ class ImagePane(QWidget):
             return
         if self._zoom is None:
             self._zoom = self.effective_zoom() / self._ratio()
+        note_activity()
         self._pan += event.position() - self._drag_from
         self._drag_from = event.position()
         self._view_changed_by_user()
