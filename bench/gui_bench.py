@@ -10,6 +10,9 @@ import time
 
 def run(model: str, size: int, steps: int = 20, rounds: int = 3) -> dict:
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from desktop.ui.application import qt_defaults
+
+    qt_defaults()  # as the app runs
     os.environ["SANDSTORM_HOME"] = tempfile.mkdtemp(prefix="sandstorm-gui-bench-")
     from PySide6.QtCore import QEventLoop, QTimer
     from PySide6.QtWidgets import QApplication

@@ -9,9 +9,12 @@ from pathlib import Path
 import pytest
 
 from desktop.engine.environment import apply_defaults
+from desktop.ui.application import qt_defaults
 
-# As the app does, before anything imports torch (see desktop/engine/environment.py).
+# As the app does, before anything imports torch (see desktop/engine/environment.py) or
+# creates the QApplication.
 apply_defaults()
+qt_defaults()
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 

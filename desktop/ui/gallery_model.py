@@ -40,7 +40,8 @@ from PySide6.QtCore import (
 from PySide6.QtGui import QColor, QFont, QImage, QImageReader, QPainter, QPixmap
 
 from desktop.engine.gallery import Gallery, GalleryItem
-from desktop.ui.thumbnails import MISSING_REASON, THUMB_SIZE, ThumbnailLoader
+from desktop.ui.threads import lower_priority
+from desktop.ui.thumbnails import MAX_PENDING, MISSING_REASON, THUMB_SIZE, ThumbnailLoader
 
 PAGE_SIZE = 200
 #: Pixmaps kept in memory (about 64 MB at 256 px); the disk cache holds the rest.
@@ -534,7 +535,9 @@ class GalleryPages(QObject):
         #: Position of each path on a page read (a cheap ``index_of``).
         self._positions: dict[str, int] = {}
         self._pixmaps: OrderedDict[str, QPixmap] = OrderedDict()
-        self._requested: set[str] = set()
+        # Thumbnails asked for and not in yet, oldest first; at most ``MAX_PENDING`` (the
+        # loader's own limit), so what scrolled far past is neither decoded nor tracked.
+        self._requested: dict[str, None] = {}
         self._failed: dict[str, str] = {}
         #: Thumbnails delivered and not yet turned into pixmaps (``_take_arrivals``).
         self._arrived: deque[tuple[str, QImage]] = deque()
@@ -602,6 +605,7 @@ class GalleryPages(QObject):
         def run() -> None:
             if self._closed:
                 return
+            lower_priority()
             try:
                 result = work()
             except Exception as exc:  # a closed or broken index must not kill the thread
@@ -818,7 +822,12 @@ class GalleryPages(QObject):
             return pixmap
         if self.loader is not None and path not in self._failed:
             self.loader.request(path)
-            self._requested.add(path)
+            self._requested.pop(path, None)
+            self._requested[path] = None  # the newest last
+            if len(self._requested) > MAX_PENDING:
+                oldest = next(iter(self._requested))
+                del self._requested[oldest]
+                self.loader.cancel((oldest,))
         return None
 
     def failure(self, path: Path | str) -> str | None:
@@ -843,7 +852,7 @@ class GalleryPages(QObject):
             path, image = self._arrived.popleft()
             if path not in self._requested:
                 continue
-            self._requested.discard(path)
+            del self._requested[path]
             self._pixmaps[path] = QPixmap.fromImage(image)
             while len(self._pixmaps) > self.pixmap_limit:
                 self._pixmaps.popitem(last=False)
@@ -858,7 +867,7 @@ class GalleryPages(QObject):
     def _on_failed(self, path: str, reason: str) -> None:
         if path not in self._requested:
             return
-        self._requested.discard(path)
+        del self._requested[path]
         self._failed[path] = failure_kind(reason)
         position = self._positions.get(path, -1)
         if position >= 0:

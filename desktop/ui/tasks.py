@@ -121,6 +121,7 @@ class _Worker(QThread):
     def run(self) -> None:
         task = self.task
         if task is not None:
+            threads.lower_priority()
             task._run()
 
 

@@ -26,6 +26,7 @@ from PySide6.QtGui import QImage
 
 from desktop.engine import paths
 from desktop.ui.qimage import pil_to_qimage
+from desktop.ui.threads import lower_priority
 
 THUMB_SIZE = 256
 #: The ``thumbnail_failed`` reason of a file that no longer exists (deleted or moved away
@@ -197,6 +198,7 @@ class ThumbnailLoader(QObject):
         path = self._take()
         if path is None:
             return
+        lower_priority()
         try:
             self.worker_threads.add(threading.get_ident())
             image, made = load_thumbnail(path, self.size)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from PySide6.QtCore import QPoint, QPointF, Qt
-from PySide6.QtGui import QWheelEvent
+from PySide6.QtCore import QObject, QPoint, QPointF, Qt, Signal
+from PySide6.QtGui import QImage, QWheelEvent
 from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QApplication
 
@@ -20,9 +20,10 @@ from desktop.engine.metadata import read_metadata
 from desktop.engine.request import GenerationRequest
 from desktop.ui.delete_bin import DeleteBin
 from desktop.ui.gallery_browser import CUSTOM_RANGE, GalleryBrowser
-from desktop.ui.gallery_model import MISSING, day_label, period_range
+from desktop.ui.gallery_model import MISSING, GalleryPages, day_label, period_range
 from desktop.ui.gallery_panel import GalleryPanel
 from desktop.ui.gallery_view import MAX_THUMBNAIL, MIN_THUMBNAIL, DayGridLayout
+from desktop.ui.thumbnails import MAX_PENDING
 
 WAIT = 10_000
 Ctrl = Qt.KeyboardModifier.ControlModifier
@@ -498,3 +499,44 @@ def test_scrolling_a_large_result_reads_only_the_pages_it_paints(qtbot, browser,
     grid.set_current(0)
     QTest.keyClick(grid, Qt.Key.Key_End)
     assert grid.current == pages.total - 1 and grid.selected_positions() == [pages.total - 1]
+
+
+class _HeldLoader(QObject):
+    """A thumbnail loader that never finishes: records what is asked for and cancelled."""
+
+    thumbnail_ready = Signal(str, QImage)
+    thumbnail_failed = Signal(str, str)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.requested: list[str] = []
+        self.cancelled: list[str] = []
+
+    def request(self, path: str) -> None:
+        self.requested.append(path)
+
+    def cancel(self, paths) -> None:
+        self.cancelled.extend(paths)
+
+
+def test_thumbnails_scrolled_far_past_are_no_longer_asked_for(qtbot, gallery):
+    loader = _HeldLoader()
+    pages = GalleryPages(gallery, loader)
+    paths = [f"/nowhere/{i:05d}.png" for i in range(MAX_PENDING + 100)]
+    for path in paths:
+        assert pages.thumbnail(path) is None
+    # The oldest hundred were dropped, here and in the loader; the newest still arrive.
+    assert loader.cancelled == paths[:100]
+    assert loader.requested == paths
+    loader.thumbnail_ready.emit(paths[0], QImage(8, 8, QImage.Format.Format_RGB32))
+    loader.thumbnail_ready.emit(paths[-1], QImage(8, 8, QImage.Format.Format_RGB32))
+    qtbot.waitUntil(lambda: pages.has_thumbnail(paths[-1]), timeout=WAIT)
+    assert not pages.has_thumbnail(paths[0])
+    # Asking again for one still waiting keeps it (it becomes the newest): with the one that
+    # arrived gone, the second new request drops the next oldest.
+    pages.thumbnail(paths[100])
+    pages.thumbnail("/nowhere/one-more.png")
+    assert len(loader.cancelled) == 100
+    pages.thumbnail("/nowhere/two-more.png")
+    assert loader.cancelled[-1] == paths[101]
+    pages.shutdown()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import threading
 
 import pytest
@@ -110,3 +112,17 @@ def test_many_tasks_each_deliver_once(qtbot, runner):
     qtbot.waitUntil(lambda: runner.active() == 0, timeout=WAIT)
     assert sorted(got) == [n * n for n in range(8)]
     assert runner.wait(0)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a thread's nice is Linux's")
+def test_work_runs_below_the_gui_thread_priority(qtbot, runner):
+    gui_nice = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    seen: list[int] = []
+    with qtbot.waitSignal(runner.idle, timeout=WAIT):
+        runner.submit(
+            lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id()),
+            on_result=seen.append,
+        )
+    assert seen == [max(gui_nice, threads.BACKGROUND_NICE)]
+    # The GUI thread keeps its own.
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == gui_nice
