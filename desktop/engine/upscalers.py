@@ -283,9 +283,9 @@ def _default_dtype(descriptor: Any, device: torch.device) -> torch.dtype:
 
     On a GPU fp16 when the architecture allows it, else bf16 where the GPU has it. On the
     CPU bf16 when the CPU computes it natively (AVX512-BF16 or AMX) and the architecture
-    allows it: ``bench/upscale_bench.py`` measured it 1.2× faster than fp32 there (4× of a
-    1024² image on two cores), within one 8-bit level; elsewhere fp32, which is faster than
-    emulated bf16.
+    allows it: ``bench/upscale_bench.py`` measured it 1.2× and 2.2× faster than fp32 there
+    (4× of a 1024² image on two cores, two days), within one 8-bit level; elsewhere fp32,
+    which is faster than emulated bf16.
     """
     import torch
 
