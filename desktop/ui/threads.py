@@ -20,10 +20,11 @@ BACKGROUND_NICE = 10
 def lower_priority() -> None:
     """Let the GUI thread go first when this (background) thread and it want a core.
 
-    Thumbnail decoding, index reads and image loading keep both cores of a small machine
-    busy; at equal priority the kernel shares the cores between them and the GUI thread,
-    which then waits whole time slices in the middle of a paint (a 24 ms day header while a
-    search result came in, ``bench.gallery_ui_bench``). A lower priority costs the work
+    Generation (the worker and the compute threads torch starts from it), thumbnail
+    decoding, index reads and image loading keep every core busy; at equal priority the
+    kernel shares the cores between them and the GUI thread, which then waits whole time
+    slices in the middle of a paint (a 24 ms day header while a search result came in,
+    ``bench.gallery_ui_bench``). A lower priority costs the work
     nothing when the GUI thread is idle. On Linux a thread's ``nice`` is its own (Qt's
     ``LowPriority`` does nothing there); elsewhere Qt's priority does the same. Cheap to
     call again: each thread is lowered once.

@@ -178,6 +178,10 @@ class GenerationWorker(QThread):
 
     # -- worker thread -------------------------------------------------------------------
     def run(self) -> None:
+        # Below the GUI thread, and so are the compute threads torch starts from here (a
+        # thread's priority is inherited): the window paints first while a job runs, and a
+        # thread of ours holding the GIL competes only with equals.
+        threads.lower_priority()
         self._ensure_backend()
         while not self._stopping.is_set():
             item = self._inbox.get()
