@@ -153,6 +153,16 @@ def tooltip(item: GalleryItem) -> str:
     return "\n".join(lines)
 
 
+@dataclasses.dataclass(frozen=True)
+class FirstPage:
+    """A count and first page read ahead of ``GalleryModel.set_gallery`` (off the GUI
+    thread), and the filter they were read for."""
+
+    filter: GalleryFilter
+    total: int
+    items: list[GalleryItem]
+
+
 class GalleryModel(QAbstractListModel):
     """Search results of a ``Gallery``, loaded a page at a time.
 
@@ -196,20 +206,28 @@ class GalleryModel(QAbstractListModel):
         self.reload()
 
     # -- loading ---------------------------------------------------------------------------
-    def set_gallery(self, gallery: Gallery) -> None:
-        """Show another gallery (another output folder); reads its first page."""
+    def set_gallery(self, gallery: Gallery, first: FirstPage | None = None) -> None:
+        """Show another gallery (another output folder). Its first page is read here, or
+        taken from ``first`` (``read_first_page`` on a worker thread, for this filter)."""
         self.gallery = gallery
         self._pixmaps.clear()
         self._failed.clear()
-        self.reload()
+        self.reload(first if first is not None and first.filter == self.filter else None)
+
+    def read_first_page(self, gallery: Gallery) -> FirstPage:
+        """What ``reload`` reads of ``gallery`` for the filter shown now. Meant for the worker
+        thread that opened ``gallery``; ``set_gallery`` reads again if the filter changed."""
+        flt = self.filter
+        query = flt.query()
+        return FirstPage(flt, gallery.count(**query), gallery.search(**query, limit=self.page_size))
 
     def set_filter(self, flt: GalleryFilter) -> None:
         """Show the images matching ``flt`` (reads the first page only)."""
         self.filter = flt
         self.reload()
 
-    def reload(self) -> None:
-        """Re-read the index for the current filter (first page only)."""
+    def reload(self, first: FirstPage | None = None) -> None:
+        """Re-read the index for the current filter (first page only), or show ``first``."""
         if self.loader is not None:
             # Only this model's requests: the browser shares the loader.
             self.loader.cancel(self._requested)
@@ -223,6 +241,11 @@ class GalleryModel(QAbstractListModel):
         f = self.filter
         if self.gallery.closed:
             self._total = 0
+        elif first is not None:
+            self._total = first.total
+            self._offset = len(first.items)
+            self.pages_fetched = 1
+            self._append(first.items)
         else:
             self._total = self.gallery.count(**f.query())
             self._append(self._read_page())

@@ -53,7 +53,7 @@ from desktop.ui.gallery_actions import (
     reusable_request,
 )
 from desktop.ui.gallery_info import NO_SETTINGS, infotext
-from desktop.ui.gallery_model import GalleryFilter, GalleryModel
+from desktop.ui.gallery_model import FirstPage, GalleryFilter, GalleryModel
 from desktop.ui.gallery_view import GalleryGrid
 from desktop.ui.tasks import Task, TaskRunner, stop_requested
 from desktop.ui.thumbnails import ThumbnailLoader
@@ -299,18 +299,21 @@ class GalleryPanel(QWidget):
         def superseded() -> bool:
             return stop_requested() or generation != self._root_generation
 
-        def work() -> tuple[Gallery, int, int]:
+        def work() -> tuple[Gallery, int, int, FirstPage]:
             gallery = Gallery(root=wanted)
             with self._opening_lock:
                 self._opening.append(gallery)
             try:
                 added, removed = gallery.sync(should_stop=superseded)
+                # The strip's first page too: 200 rows made into items on the GUI thread
+                # took up to 40 ms there while other threads wanted the GIL.
+                first = self.model.read_first_page(gallery)
             except BaseException:
                 with self._opening_lock:
                     self._opening.remove(gallery)
                 gallery.close()
                 raise
-            return gallery, added, removed
+            return gallery, added, removed, first
 
         self.tasks.submit(
             work,
@@ -319,8 +322,8 @@ class GalleryPanel(QWidget):
             on_error=lambda exc: self._on_task_error("The output folder could not be read", exc),
         )
 
-    def _on_root_ready(self, generation: int, result: tuple[Gallery, int, int]) -> None:
-        gallery, added, removed = result
+    def _on_root_ready(self, generation: int, result: tuple[Gallery, int, int, FirstPage]) -> None:
+        gallery, added, removed, first = result
         with self._opening_lock:
             self._opening.remove(gallery)
         if generation != self._root_generation or self._closed:
@@ -330,7 +333,7 @@ class GalleryPanel(QWidget):
         self.undo_stack.clear()
         self._sync_again = False
         self.gallery = gallery
-        self.model.set_gallery(gallery)
+        self.model.set_gallery(gallery, first)
         self.refresh_models()
         self._update_actions()
         self.index_synced.emit(added, removed)

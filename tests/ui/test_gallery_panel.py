@@ -16,7 +16,7 @@ from desktop.engine.gallery import Gallery, GalleryItem, index_row
 from desktop.engine.request import GenerationRequest
 from desktop.ui import thumbnails
 from desktop.ui.delete_bin import DeleteBin
-from desktop.ui.gallery_model import FavouriteRole, GalleryModel, PathRole
+from desktop.ui.gallery_model import FavouriteRole, GalleryFilter, GalleryModel, PathRole
 from desktop.ui.gallery_panel import GalleryPanel
 from desktop.ui.thumbnails import ThumbnailLoader
 
@@ -353,6 +353,8 @@ def test_set_root_opens_and_syncs_off_the_gui_thread(qtbot, panel, gallery, monk
             _save(other, f"in the second folder {seed}", seed + 10)
     opened = _record_threads(monkeypatch, "__init__")
     synced = _record_threads(monkeypatch, "sync")
+    searched = _record_threads(monkeypatch, "search")
+    counted = _record_threads(monkeypatch, "count")
     previous = panel.gallery
     with qtbot.waitSignal(panel.index_synced, timeout=WAIT) as done:
         panel.set_root(other_root)
@@ -362,12 +364,28 @@ def test_set_root_opens_and_syncs_off_the_gui_thread(qtbot, panel, gallery, monk
     gui = threading.get_ident()
     assert opened and gui not in opened
     assert synced and gui not in synced
+    # The strip's first page was read there too.
+    assert searched and gui not in searched and counted and gui not in counted
     assert panel.root == other_root.resolve()
     assert sorted(_rows(panel)) == [f"in the second folder {s}" for s in range(3)]
     assert panel.model_combo.findText("tiny-model") > 0
     qtbot.waitUntil(lambda: previous.closed, timeout=WAIT)  # the old index is closed
     # New results of the old folder no longer belong in the view.
     assert panel.add_results([_save(gallery, "late result of the old folder", 99)]) == 0
+
+
+def test_a_first_page_read_ahead_is_used_only_for_its_own_filter(qtbot, gallery):
+    for prompt, seed in (("a red cat", 1), ("a blue fox", 2), ("a green cat", 3)):
+        _save(gallery, prompt, seed)
+    model = GalleryModel(gallery, None)
+    ahead = model.read_first_page(gallery)
+    assert ahead.total == 3 and len(ahead.items) == 3
+    model.set_gallery(gallery, ahead)
+    assert model.rowCount() == 3 and model.pages_fetched == 1
+    # The filter changed while the page was read: the model reads its own.
+    model.set_filter(GalleryFilter(text="cat"))
+    model.set_gallery(gallery, ahead)
+    assert sorted(item.prompt for item in model.items()) == ["a green cat", "a red cat"]
 
 
 def test_a_later_set_root_wins(qtbot, panel, tmp_path):
